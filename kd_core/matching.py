@@ -1,0 +1,174 @@
+"""Hungarian matching with a weighted, vectorized cost.
+
+The cost matrix for the whole batch is computed in one vectorized pass on the
+tensors' device; only the assignment itself runs on CPU, because
+``scipy.optimize.linear_sum_assignment`` needs it (one device->host copy per call).
+"""
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from torch import nn
+
+from .losses import pairwise_giou_cxcywh
+
+__all__ = ["HungarianMatcher", "linear_sum_assignment_batch", "focal_class_cost", "soft_bce_class_cost"]
+
+
+def focal_class_cost(logits: torch.Tensor, labels: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0):
+    """Deformable-DETR focal classification cost.
+
+    Args:
+        logits: (N, C) sigmoid logits of N predictions.
+        labels: (M,) int64 class ids of M targets.
+    Returns:
+        (N, M) cost; lower is a better match.
+    """
+    prob = logits.sigmoid()
+    neg = (1 - alpha) * prob.pow(gamma) * -(1 - prob + 1e-8).log()
+    pos = alpha * (1 - prob).pow(gamma) * -(prob + 1e-8).log()
+    return pos[:, labels] - neg[:, labels]
+
+
+def soft_bce_class_cost(logits: torch.Tensor, target_probs: torch.Tensor):
+    """Soft-BCE classification cost summed over classes (DETRDistill logits KD).
+
+    ``cost[i, j] = sum_c BCE(sigmoid(logits[i, c]), target_probs[j, c])``, computed as
+    ``softplus(logits).sum(-1)[:, None] - logits @ target_probs.T`` (no (N, M, C) tensor).
+
+    Args:
+        logits: (N, C) student logits.
+        target_probs: (M, C) teacher probabilities.
+    Returns:
+        (N, M) cost.
+    """
+    return F.softplus(logits).sum(-1, keepdim=True) - logits @ target_probs.transpose(0, 1)
+
+
+def linear_sum_assignment_batch(costs: Sequence[torch.Tensor]) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """Solve one assignment per cost matrix.
+
+    Args:
+        costs: per image, an (N_i, M_i) cost matrix (any device). Empty matrices are allowed.
+    Returns:
+        per image, ``(row_idx, col_idx)`` int64 tensors on the costs' device, each of length
+        ``min(N_i, M_i)``; ``row_idx`` indexes predictions, ``col_idx`` targets.
+    """
+    if len(costs) == 0:
+        return []
+    device = costs[0].device
+    # One transfer for the whole batch: concatenate flattened matrices, copy once, split on host.
+    sizes = [c.shape for c in costs]
+    flat = torch.cat([c.detach().float().reshape(-1) for c in costs]).cpu().numpy()
+    out = []
+    offset = 0
+    for n, m in sizes:
+        block = flat[offset : offset + n * m].reshape(n, m)
+        offset += n * m
+        if n == 0 or m == 0:
+            rows = cols = np.zeros(0, dtype=np.int64)
+        else:
+            if not np.isfinite(block).all():
+                raise FloatingPointError("Hungarian matching received a non-finite cost matrix.")
+            rows, cols = linear_sum_assignment(block)
+        out.append(
+            (
+                torch.as_tensor(rows, dtype=torch.int64).to(device, non_blocking=True),
+                torch.as_tensor(cols, dtype=torch.int64).to(device, non_blocking=True),
+            )
+        )
+    return out
+
+
+class HungarianMatcher(nn.Module):
+    """One-to-one matching of predictions to targets with a weighted cost.
+
+    ``cost = cost_class * C_cls + cost_bbox * L1(cxcywh) + cost_giou * (-GIoU)``.
+
+    Targets are either hard labels (``class_cost_type="focal"``, the DETR loss) or soft
+    class-probability vectors (``class_cost_type="soft_bce"``, teacher predictions in KD).
+    """
+
+    def __init__(
+        self,
+        cost_class: float = 2.0,
+        cost_bbox: float = 5.0,
+        cost_giou: float = 2.0,
+        class_cost_type: str = "focal",
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+    ):
+        super().__init__()
+        if class_cost_type not in ("focal", "soft_bce"):
+            raise ValueError(f"class_cost_type must be 'focal' or 'soft_bce', got '{class_cost_type}'.")
+        self.cost_class = cost_class
+        self.cost_bbox = cost_bbox
+        self.cost_giou = cost_giou
+        self.class_cost_type = class_cost_type
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+
+    @torch.no_grad()
+    def cost_matrix(self, logits, boxes, tgt_classes, tgt_boxes):
+        """Cost (N, M) between N predictions and M targets of one image or a whole batch.
+
+        Args:
+            logits: (N, C) prediction logits.
+            boxes: (N, 4) predicted normalized cxcywh boxes.
+            tgt_classes: (M,) int64 labels ("focal") or (M, C) probabilities ("soft_bce").
+            tgt_boxes: (M, 4) normalized cxcywh target boxes.
+        """
+        logits = logits.float()
+        boxes = boxes.float()
+        tgt_boxes = tgt_boxes.float()
+        if self.class_cost_type == "focal":
+            c_cls = focal_class_cost(logits, tgt_classes, self.focal_alpha, self.focal_gamma)
+        else:
+            c_cls = soft_bce_class_cost(logits, tgt_classes.float())
+        c_l1 = torch.cdist(boxes, tgt_boxes, p=1)
+        c_giou = -pairwise_giou_cxcywh(boxes, tgt_boxes)
+        return self.cost_class * c_cls + self.cost_bbox * c_l1 + self.cost_giou * c_giou
+
+    @torch.no_grad()
+    def forward(
+        self,
+        pred_logits: torch.Tensor,
+        pred_boxes: torch.Tensor,
+        targets: Sequence[dict],
+        valid_mask: Optional[torch.Tensor] = None,
+    ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        """Match a batch.
+
+        Args:
+            pred_logits: (B, N, C) logits.
+            pred_boxes: (B, N, 4) normalized cxcywh boxes.
+            targets: per image a dict with "labels" ((M_i,) int64, or (M_i, C) probabilities
+                for "soft_bce") and "boxes" ((M_i, 4) normalized cxcywh).
+            valid_mask: optional (B, N) bool; predictions where it is False are never matched.
+        Returns:
+            per image ``(pred_idx, tgt_idx)`` int64 tensors of length min(N_valid, M_i).
+        """
+        bs, num_queries = pred_logits.shape[:2]
+        sizes = [len(t["boxes"]) for t in targets]
+        if sum(sizes) == 0:
+            empty = torch.zeros(0, dtype=torch.int64, device=pred_logits.device)
+            return [(empty, empty) for _ in range(bs)]
+        tgt_cls = torch.cat([t["labels"] for t in targets])
+        tgt_box = torch.cat([t["boxes"] for t in targets])
+        cost = self.cost_matrix(pred_logits.flatten(0, 1), pred_boxes.flatten(0, 1), tgt_cls, tgt_box)
+        cost = cost.view(bs, num_queries, -1)
+        if valid_mask is not None:
+            # A large finite cost keeps scipy happy and never wins while valid predictions remain.
+            cost = cost.masked_fill(~valid_mask[..., None], 1e8)
+        per_image = [c[i] for i, c in enumerate(cost.split(sizes, dim=-1))]
+        if valid_mask is None:
+            return linear_sum_assignment_batch(per_image)
+        # Drop rows that are invalid (only relevant when fewer valid predictions than targets).
+        result = linear_sum_assignment_batch(per_image)
+        out = []
+        for (rows, cols), mask in zip(result, valid_mask):
+            keep = mask[rows]
+            out.append((rows[keep], cols[keep]))
+        return out

@@ -1,0 +1,144 @@
+"""The teacher/student distillation meta-architecture."""
+import logging
+from typing import Callable, Dict, List, Mapping, Optional, Union
+
+import torch
+from detectron2.modeling import META_ARCH_REGISTRY
+from torch import nn
+
+from .distiller import Distiller
+from .hooks import FeatureRecorder
+from .schedules import current_iteration
+from .teacher import FrozenTeacher
+
+__all__ = ["DistillationDetector", "get_num_classes", "run_backbone", "teacher_inputs"]
+
+logger = logging.getLogger(__name__)
+
+
+def get_num_classes(model: nn.Module) -> Optional[int]:
+    """Number of foreground classes of a Detectron2 detector, or None if it cannot be told."""
+    for owner in (model, getattr(model, "roi_heads", None), getattr(model, "head", None)):
+        n = getattr(owner, "num_classes", None)
+        if isinstance(n, int):
+            return n
+    box_predictor = getattr(getattr(model, "roi_heads", None), "box_predictor", None)
+    if isinstance(box_predictor, nn.ModuleList):  # cascade
+        box_predictor = box_predictor[0]
+    n = getattr(box_predictor, "num_classes", None)
+    return n if isinstance(n, int) else None
+
+
+def teacher_inputs(batched_inputs: List[dict], image_key: str = "teacher_image") -> List[dict]:
+    """Per-image dicts for the teacher: ``image`` replaced by ``image_key`` where the mapper provided one
+    (e.g. the same augmented image at 2x scale for ScaleKD); otherwise the student's inputs unchanged."""
+    if image_key and batched_inputs and image_key in batched_inputs[0]:
+        return [{**x, "image": x[image_key]} for x in batched_inputs]
+    return batched_inputs
+
+
+def run_backbone(model: nn.Module, batched_inputs: List[dict]):
+    """Preprocess and run only the backbone of a Detectron2 detector (no heads, no post-processing).
+
+    Returns the backbone's output dict, e.g. {"p2": (B, C, H/4, W/4), ...} for an FPN.
+    """
+    images = model.preprocess_image(batched_inputs)
+    return model.backbone(images.tensor)
+
+
+@META_ARCH_REGISTRY.register()
+class DistillationDetector(nn.Module):
+    """A student detector trained with a frozen teacher and a set of distillers.
+
+    Training returns the student's own detection losses plus every KD term under its own key
+    (``loss_kd_*``), so Detectron2's ``EventStorage`` logs each one; inference (eval mode) is the
+    student alone, so evaluation and export see exactly the student.
+
+    The teacher is a :class:`FrozenTeacher` stored as a plain attribute: it is not in
+    ``state_dict()``, ``parameters()``, DDP, or the optimizer.
+
+    Args:
+        student: the student detector (any Detectron2 meta-architecture).
+        teacher: the frozen teacher.
+        distillers: name -> :class:`Distiller`; their parameters (adapters, ...) are trained with
+            the student and saved in the KD checkpoint under ``distillers.<name>``.
+        teacher_forward: how the teacher runs each iteration: "backbone" (preprocess + backbone
+            only; enough for feature KD), "full" (its eval forward) or a callable
+            ``fn(teacher_model, batched_inputs)``.
+        teacher_image_key: dataset-dict key of a separate teacher image (high-resolution teacher);
+            ignored when absent from the inputs.
+        check_num_classes: raise if teacher and student predict different numbers of classes.
+    """
+
+    def __init__(
+        self,
+        *,
+        student: nn.Module,
+        teacher: FrozenTeacher,
+        distillers: Optional[Mapping[str, Distiller]] = None,
+        teacher_forward: Union[str, Callable] = "backbone",
+        teacher_image_key: str = "teacher_image",
+        check_num_classes: bool = True,
+    ):
+        super().__init__()
+        if not isinstance(teacher, FrozenTeacher):
+            raise TypeError(f"teacher must be a kd_core.FrozenTeacher, got {type(teacher).__name__}.")
+        self.student = student
+        self.teacher = teacher  # plain attribute: not registered (see class docstring)
+        self.distillers = nn.ModuleDict(dict(distillers or {}))
+        if isinstance(teacher_forward, str) and teacher_forward not in ("backbone", "full"):
+            raise ValueError(f"teacher_forward must be 'backbone', 'full' or a callable, got '{teacher_forward}'.")
+        self.teacher_forward = teacher_forward
+        self.teacher_image_key = teacher_image_key
+        if check_num_classes:
+            ns, nt = get_num_classes(student), get_num_classes(teacher.model)
+            if ns is not None and nt is not None and ns != nt:
+                raise ValueError(
+                    f"Class-count mismatch: the student predicts {ns} classes and the teacher {nt}. "
+                    "Distillation needs the same label space; fix num_classes in one of the model configs."
+                )
+        self._student_recorder = FeatureRecorder(student, [m for d in self.distillers.values() for m in d.student_modules])
+        self._teacher_recorder = FeatureRecorder(teacher.model, [m for d in self.distillers.values() for m in d.teacher_modules])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.student.parameters()).device
+
+    def forward(self, batched_inputs: List[dict]):
+        if not self.training:
+            return self.student(batched_inputs)
+        self.teacher.to(self.device)
+        return self.forward_train(batched_inputs)
+
+    def run_teacher(self, batched_inputs: List[dict]):
+        """Teacher forward (no_grad, eval) on the teacher's view of the batch."""
+        inputs = teacher_inputs(batched_inputs, self.teacher_image_key)
+        if self.teacher_forward == "backbone":
+            return self.teacher.run(run_backbone, inputs)
+        if self.teacher_forward == "full":
+            return self.teacher(inputs)
+        return self.teacher.run(self.teacher_forward, inputs)
+
+    def forward_train(self, batched_inputs: List[dict]) -> Dict[str, torch.Tensor]:
+        """Student detection losses + weighted KD terms. Subclasses override for deeper coupling."""
+        with self._teacher_recorder.record() as teacher_records:
+            self.run_teacher(batched_inputs)
+        with self._student_recorder.record() as student_records:
+            losses = dict(self.student(batched_inputs))
+        iteration = current_iteration()
+        for name, distiller in self.distillers.items():
+            kd = distiller(student_records, teacher_records, batched_inputs, iteration)
+            clash = set(kd) & set(losses)
+            if clash:
+                raise KeyError(f"Distiller '{name}' returned loss keys that already exist: {sorted(clash)}.")
+            losses.update(kd)
+        return losses
+
+    def extra_checkpointables(self) -> Dict[str, object]:
+        """Objects with state_dict()/load_state_dict() saved next to the model (e.g. an auxiliary
+        optimizer). The training script adds them to the DetectionCheckpointer."""
+        return {}
+
+    def student_state_dict(self) -> Dict[str, torch.Tensor]:
+        """The student's own weights, as the student's config expects them."""
+        return self.student.state_dict()

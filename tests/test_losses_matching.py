@@ -1,0 +1,139 @@
+"""Loss primitives, Hungarian matching and schedules against hand-computed values."""
+import math
+
+import pytest
+import torch
+
+from kd_core.losses import (
+    box_l1_loss,
+    giou_loss,
+    kl_div_with_temperature,
+    quality_scores,
+    soft_bce_with_logits,
+    weighted_mse,
+)
+from kd_core.matching import HungarianMatcher, linear_sum_assignment_batch, soft_bce_class_cost
+from kd_core.schedules import LossWeightSchedule, current_iteration
+
+
+def _bce(p, t):
+    return -(t * math.log(p) + (1 - t) * math.log(1 - p))
+
+
+def test_soft_bce_hand_value():
+    logits = torch.tensor([[0.0, 2.0]])
+    target = torch.tensor([[0.25, 1.0]])
+    expected = _bce(0.5, 0.25) + _bce(1 / (1 + math.exp(-2.0)), 1.0)
+    assert soft_bce_with_logits(logits, target).item() == pytest.approx(expected, rel=1e-6)
+    assert soft_bce_with_logits(logits, target, normalizer=2.0).item() == pytest.approx(expected / 2, rel=1e-6)
+    # the minimum over student logits is the teacher's entropy, reached at logit(target)
+    t = torch.tensor([[0.3, 0.9]])
+    at_min = soft_bce_with_logits(torch.logit(t), t).item()
+    entropy = _bce(0.3, 0.3) + _bce(0.9, 0.9)
+    assert at_min == pytest.approx(entropy, rel=1e-5)
+
+
+def test_kl_with_temperature_hand_value():
+    s = torch.tensor([[0.0, 0.0]])
+    t = torch.tensor([[math.log(3.0), 0.0]])  # softmax -> (0.75, 0.25)
+    kl = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
+    assert kl_div_with_temperature(s, t, 1.0).item() == pytest.approx(kl, rel=1e-6)
+    # T=2: softmax(t/2) = (sqrt3/(1+sqrt3), 1/(1+sqrt3)); times T^2
+    p = math.sqrt(3) / (1 + math.sqrt(3))
+    kl2 = 4 * (p * math.log(p / 0.5) + (1 - p) * math.log((1 - p) / 0.5))
+    assert kl_div_with_temperature(s, t, 2.0).item() == pytest.approx(kl2, rel=1e-6)
+    assert kl_div_with_temperature(t, t, 3.0).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_weighted_mse_hand_value_and_shape_check():
+    s = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    t = torch.zeros_like(s)
+    m = torch.tensor([[[[1.0, 0.0], [0.5, 0.0]]]])
+    assert weighted_mse(s, t).item() == pytest.approx((1 + 4 + 9 + 16) / 4)
+    assert weighted_mse(s, t, m, reduction="sum").item() == pytest.approx(1 + 0.5 * 9)
+    assert weighted_mse(s, t, m, reduction="sum", normalizer=2).item() == pytest.approx((1 + 4.5) / 2)
+    with pytest.raises(ValueError, match="adapter"):
+        weighted_mse(s, torch.zeros(1, 2, 2, 2))
+
+
+def test_box_l1_and_giou_hand_values():
+    a = torch.tensor([[0.5, 0.5, 0.2, 0.2]])
+    b = torch.tensor([[0.6, 0.5, 0.2, 0.4]])
+    assert box_l1_loss(a, b).item() == pytest.approx(0.1 + 0 + 0 + 0.2, rel=1e-5)
+    # xyxy: a = [0.4,0.4,0.6,0.6], b=[0.5,0.3,0.7,0.7]; inter 0.1*0.2=0.02; union .04+.08-.02=.10
+    # enclosing [0.4,0.3,0.7,0.7] = 0.12; giou = 0.2 - (0.12-0.10)/0.12
+    giou = 0.2 - 0.02 / 0.12
+    assert giou_loss(a, b).item() == pytest.approx(1 - giou, rel=1e-4)
+    assert giou_loss(a, a).item() == pytest.approx(0.0, abs=1e-5)  # eps=1e-7 in the IoU
+    # degenerate (zero width/height) boxes stay finite, also in the gradient
+    d = torch.tensor([[0.5, 0.5, 0.0, 0.0]], requires_grad=True)
+    loss = giou_loss(d, torch.tensor([[0.5, 0.5, 0.0, 0.1]]))
+    loss.sum().backward()
+    assert torch.isfinite(loss).all() and torch.isfinite(d.grad).all()
+
+
+def test_quality_scores():
+    s = torch.tensor([0.64, 1.0])
+    iou = torch.tensor([0.25, 0.0])
+    assert quality_scores(s, iou, 0.5).tolist() == pytest.approx([0.8 * 0.5, 0.0])
+    assert quality_scores(s, iou, 1.0).tolist() == pytest.approx([0.64, 1.0])
+
+
+def test_soft_bce_cost_equals_explicit_sum():
+    torch.manual_seed(0)
+    logits, probs = torch.randn(5, 3), torch.rand(4, 3)
+    explicit = torch.stack(
+        [torch.stack([soft_bce_with_logits(logits[i], probs[j]) for j in range(4)]) for i in range(5)]
+    )
+    assert torch.allclose(soft_bce_class_cost(logits, probs), explicit, atol=1e-5)
+
+
+def test_linear_sum_assignment_batch_known_solution_and_empty():
+    cost = torch.tensor([[4.0, 1.0, 3.0], [2.0, 0.0, 5.0], [3.0, 2.0, 2.0]])
+    (rows, cols), (r0, c0) = linear_sum_assignment_batch([cost, torch.zeros(3, 0)])
+    assert rows.tolist() == [0, 1, 2] and cols.tolist() == [1, 0, 2]  # total 1+2+2 = 5 is optimal
+    assert r0.numel() == 0 and c0.numel() == 0
+
+
+def test_hungarian_matcher_recovers_permutation_and_zero_gt():
+    # three predictions are exact copies of three targets in shuffled order
+    tgt_boxes = torch.tensor([[0.2, 0.2, 0.1, 0.1], [0.7, 0.6, 0.3, 0.2], [0.5, 0.5, 0.5, 0.5]])
+    labels = torch.tensor([1, 0, 2])
+    perm = torch.tensor([2, 0, 1])
+    pred_boxes = tgt_boxes[perm][None]
+    logits = torch.full((1, 3, 3), -5.0)
+    logits[0, torch.arange(3), labels[perm]] = 5.0
+    matcher = HungarianMatcher(cost_class=2, cost_bbox=5, cost_giou=2)
+    (pi, ti), = matcher(logits, pred_boxes, [{"labels": labels, "boxes": tgt_boxes}])
+    assert torch.equal(perm[pi], ti)
+    out = matcher(logits, pred_boxes, [{"labels": torch.zeros(0, dtype=torch.long), "boxes": torch.zeros(0, 4)}])
+    assert out[0][0].numel() == 0
+    # soft targets (teacher probabilities)
+    soft = HungarianMatcher(cost_class=1, cost_bbox=5, cost_giou=2, class_cost_type="soft_bce")
+    (pi, ti), = soft(logits, pred_boxes, [{"labels": torch.sigmoid(logits[0, perm.argsort()]), "boxes": tgt_boxes}])
+    assert torch.equal(perm[pi], ti)
+
+
+def test_hungarian_matcher_valid_mask_excludes_predictions():
+    boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.5, 0.5, 0.2, 0.2]]])
+    logits = torch.zeros(1, 2, 2)
+    tgt = [{"labels": torch.tensor([0]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}]
+    valid = torch.tensor([[False, True]])
+    (pi, ti), = HungarianMatcher()(logits, boxes, tgt, valid_mask=valid)
+    assert pi.tolist() == [1] and ti.tolist() == [0]
+
+
+def test_loss_weight_schedule():
+    s = LossWeightSchedule(0.5, start_iter=10, ramp_iters=4)
+    assert [s(i) for i in (0, 9, 10, 11, 13, 100)] == [0.0, 0.0, 0.125, 0.25, 0.5, 0.5]
+    assert LossWeightSchedule(2.0)(0) == 2.0
+    with pytest.raises(ValueError):
+        LossWeightSchedule(1.0, start_iter=-1)
+
+
+def test_current_iteration_reads_event_storage():
+    from detectron2.utils.events import EventStorage
+
+    assert current_iteration(default=-7) == -7
+    with EventStorage(start_iter=123):
+        assert current_iteration() == 123

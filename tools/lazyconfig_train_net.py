@@ -1,0 +1,145 @@
+#!/usr/bin/env python
+"""
+Train or evaluate a detector, or a teacher/student distillation model, from a LazyConfig file.
+
+Detectron2's tools/lazyconfig_train_net.py plus what distillation needs:
+    * strict ``key=value`` overrides (an unknown key is an error, ``+key=value`` adds one);
+    * gradient clipping (``train.clip_grad``), AMP with a CPU fallback, DDP on CPU (gloo);
+    * auxiliary checkpointables of the model (e.g. ScaleKD's assistant optimizer) in checkpoints;
+    * ``--eval-teacher``: evaluate only the frozen teacher of a KD config (a teacher whose weights
+      did not load shows ~0 AP);
+    * a fresh run never overwrites an existing run's checkpoints (use --resume).
+
+Examples:
+    python tools/lazyconfig_train_net.py --config-file projects/ScaleKD/configs/tiny/retinanet_r34_r18_tiny_cpu.py
+    python tools/lazyconfig_train_net.py --config-file CFG --num-gpus 8 train.output_dir=out/x
+    python tools/lazyconfig_train_net.py --config-file CFG --eval-only train.init_checkpoint=out/x/model_final.pth
+"""
+import logging
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # noqa: E402 (run from a clone)
+from kd_core.paths import add_project_paths  # noqa: E402
+
+add_project_paths()
+
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+from detectron2.config import LazyConfig, instantiate  # noqa: E402
+from detectron2.engine import default_argument_parser, default_setup, default_writers, hooks, launch  # noqa: E402
+from detectron2.evaluation import inference_on_dataset, print_csv_format  # noqa: E402
+from detectron2.utils import comm  # noqa: E402
+
+from kd_core.config import apply_overrides_strict  # noqa: E402
+from kd_core.engine import (  # noqa: E402
+    GradientClipHook,
+    build_trainer,
+    check_output_dir,
+    create_ddp_model,
+    unwrap,
+)
+from kd_core.meta_arch import DistillationDetector  # noqa: E402
+
+logger = logging.getLogger("detectron2")
+
+
+def do_test(cfg, model):
+    if "evaluator" in cfg.dataloader:
+        ret = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
+        print_csv_format(ret)
+        return ret
+
+
+def build_checkpointer(model, output_dir, **checkpointables):
+    extra = unwrap(model).extra_checkpointables() if hasattr(unwrap(model), "extra_checkpointables") else {}
+    return DetectionCheckpointer(model, output_dir, **extra, **checkpointables)
+
+
+def do_train(args, cfg):
+    model = instantiate(cfg.model)
+    logger.info("Model:\n{}".format(model))
+    model.to(cfg.train.device)
+
+    cfg.optimizer.params.model = model
+    optim = instantiate(cfg.optimizer)
+    train_loader = instantiate(cfg.dataloader.train)
+
+    model = create_ddp_model(model, **cfg.train.ddp)
+    trainer = build_trainer(model, train_loader, optim, cfg.train.amp.enabled)
+    checkpointer = build_checkpointer(model, cfg.train.output_dir, trainer=trainer)
+    clip = cfg.train.get("clip_grad", None)
+    trainer.register_hooks(
+        [
+            hooks.IterationTimer(),
+            GradientClipHook(clip.max_norm, clip.get("norm_type", 2.0)) if clip and clip.enabled else None,
+            hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
+            hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
+            hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period)
+            if comm.is_main_process()
+            else None,
+        ]
+    )
+
+    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
+    if args.resume and checkpointer.has_checkpoint():
+        # The checkpoint stores the iteration that just finished: continue at the next one.
+        start_iter = trainer.iter + 1
+    else:
+        start_iter = 0
+    trainer.train(start_iter, cfg.train.max_iter)
+    return trainer
+
+
+def do_eval_teacher(cfg):
+    model = instantiate(cfg.model)
+    if not isinstance(model, DistillationDetector):
+        raise TypeError("--eval-teacher needs a distillation config (cfg.model builds a DistillationDetector).")
+    teacher = model.teacher
+    teacher.to(cfg.train.device)
+    logger.info(f"Evaluating the teacher alone: {teacher}")
+    return do_test(cfg, teacher.model)
+
+
+def main(args):
+    cfg = LazyConfig.load(args.config_file)
+    cfg = apply_overrides_strict(cfg, args.opts)
+    if not (args.eval_only or args.eval_teacher):
+        check_output_dir(cfg.train.output_dir, args.resume)
+    default_setup(cfg, args)
+
+    if args.eval_teacher:
+        return do_eval_teacher(cfg)
+    if args.eval_only:
+        model = instantiate(cfg.model)
+        model.to(cfg.train.device)
+        model = create_ddp_model(model)
+        DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+        return do_test(cfg, model)
+    do_train(args, cfg)
+
+
+def build_parser():
+    parser = default_argument_parser()
+    parser.add_argument(
+        "--eval-teacher",
+        action="store_true",
+        help="evaluate only the frozen teacher of a distillation config (sanity check of its weights)",
+    )
+    return parser
+
+
+def invoke_main() -> None:
+    args = build_parser().parse_args()
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+
+
+if __name__ == "__main__":
+    invoke_main()  # pragma: no cover
