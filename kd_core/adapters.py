@@ -36,7 +36,8 @@ class ChannelAdapter(nn.Module):
             raise ValueError(f"Unknown adapter kind '{kind}' (expected 'conv', 'linear' or 'identity').")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        channel_dim = 1 if self.kind == "conv" else -1
+        # conv and identity-on-maps use (B, C, H, W); linear and identity-on-tokens use (..., C)
+        channel_dim = 1 if self.kind == "conv" or (self.kind == "identity" and x.dim() == 4) else -1
         if x.shape[channel_dim] != self.in_channels:
             raise ValueError(
                 f"ChannelAdapter expects {self.in_channels} input channels, got tensor of shape {tuple(x.shape)}."

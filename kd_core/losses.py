@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from torchvision.ops import box_convert, box_iou, generalized_box_iou, generalized_box_iou_loss
+from torchvision.ops import box_convert, generalized_box_iou_loss
 
 __all__ = [
     "soft_bce_with_logits",
@@ -133,14 +133,45 @@ def giou_loss(pred_boxes: torch.Tensor, target_boxes: torch.Tensor, box_format: 
     return generalized_box_iou_loss(pred_boxes.float(), target_boxes.float(), reduction="none", eps=1e-7)
 
 
-def pairwise_giou_cxcywh(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
-    """GIoU matrix (N, M) between cxcywh boxes (any consistent units)."""
-    return generalized_box_iou(box_convert(boxes1, "cxcywh", "xyxy"), box_convert(boxes2, "cxcywh", "xyxy"))
+def _pairwise_iou_parts(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float):
+    b1 = box_convert(boxes1.float(), "cxcywh", "xyxy")
+    b2 = box_convert(boxes2.float(), "cxcywh", "xyxy")
+    area1 = ((b1[..., 2] - b1[..., 0]).clamp(min=0) * (b1[..., 3] - b1[..., 1]).clamp(min=0))[..., :, None]
+    area2 = ((b2[..., 2] - b2[..., 0]).clamp(min=0) * (b2[..., 3] - b2[..., 1]).clamp(min=0))[..., None, :]
+    lt = torch.max(b1[..., :, None, :2], b2[..., None, :, :2])
+    rb = torch.min(b1[..., :, None, 2:], b2[..., None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    union = area1 + area2 - inter
+    return b1, b2, union, inter / (union + eps)
 
 
-def pairwise_iou_cxcywh(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
-    """IoU matrix (N, M) between cxcywh boxes (any consistent units)."""
-    return box_iou(box_convert(boxes1, "cxcywh", "xyxy"), box_convert(boxes2, "cxcywh", "xyxy"))
+def pairwise_iou_cxcywh(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """IoU between every pair of cxcywh boxes, batched over leading dimensions.
+
+    Args:
+        boxes1: (..., N, 4); boxes2: (..., M, 4) (same units; leading dimensions broadcast).
+        eps: added to the union, so degenerate (zero-area) boxes give 0 instead of NaN.
+    Returns:
+        (..., N, M) IoU in [0, 1].
+    """
+    return _pairwise_iou_parts(boxes1, boxes2, eps)[3]
+
+
+def pairwise_giou_cxcywh(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """GIoU between every pair of cxcywh boxes, batched over leading dimensions.
+
+    Unlike torchvision's ``generalized_box_iou``, two zero-area boxes give a finite value.
+
+    Args:
+        boxes1: (..., N, 4); boxes2: (..., M, 4) (same units; leading dimensions broadcast).
+    Returns:
+        (..., N, M) GIoU in [-1, 1].
+    """
+    b1, b2, union, iou = _pairwise_iou_parts(boxes1, boxes2, eps)
+    lt_enc = torch.min(b1[..., :, None, :2], b2[..., None, :, :2])
+    rb_enc = torch.max(b1[..., :, None, 2:], b2[..., None, :, 2:])
+    enclosing = (rb_enc - lt_enc).clamp(min=0).prod(-1)
+    return iou - (enclosing - union) / (enclosing + eps)
 
 
 def quality_scores(class_scores: torch.Tensor, ious: torch.Tensor, gamma: float = 0.5) -> torch.Tensor:

@@ -39,12 +39,12 @@ def soft_bce_class_cost(logits: torch.Tensor, target_probs: torch.Tensor):
     ``softplus(logits).sum(-1)[:, None] - logits @ target_probs.T`` (no (N, M, C) tensor).
 
     Args:
-        logits: (N, C) student logits.
-        target_probs: (M, C) teacher probabilities.
+        logits: (..., N, C) student logits (leading batch dimensions allowed).
+        target_probs: (..., M, C) teacher probabilities.
     Returns:
-        (N, M) cost.
+        (..., N, M) cost.
     """
-    return F.softplus(logits).sum(-1, keepdim=True) - logits @ target_probs.transpose(0, 1)
+    return F.softplus(logits).sum(-1, keepdim=True) - logits @ target_probs.transpose(-1, -2)
 
 
 def linear_sum_assignment_batch(costs: Sequence[torch.Tensor]) -> List[Tuple[torch.Tensor, torch.Tensor]]:

@@ -60,6 +60,32 @@ def _resolve_local(path: str) -> str:
     return path
 
 
+class _ReportingCheckpointer(DetectionCheckpointer):
+    """DetectionCheckpointer that keeps the incompatible-keys report of the last load."""
+
+    def _load_model(self, checkpoint):
+        model_state = checkpoint.get("model")
+        if not isinstance(model_state, dict):
+            raise TypeError("the file holds no 'model' state dict")
+        self.checkpoint_keys = set(model_state.keys())
+        checkpoint = _RecordsPoppedModel(checkpoint)
+        self.incompatible = super()._load_model(checkpoint)
+        # fvcore pops the (possibly renamed) state dict and drops wrongly shaped tensors from it in
+        # place: what is left is exactly what was copied into the model.
+        self.loaded_keys = set(checkpoint.popped_model) & set(self.model.state_dict().keys())
+        return self.incompatible
+
+
+class _RecordsPoppedModel(dict):
+    popped_model = {}
+
+    def pop(self, key, *default):
+        value = super().pop(key, *default)
+        if key == "model":
+            self.popped_model = value
+        return value
+
+
 def load_teacher_weights(model: nn.Module, weights: str, strict: bool = False):
     """Load ``weights`` into ``model`` with :class:`DetectionCheckpointer` and check the result.
 
@@ -73,19 +99,17 @@ def load_teacher_weights(model: nn.Module, weights: str, strict: bool = False):
         fvcore's ``_IncompatibleKeys`` (missing_keys, unexpected_keys, incorrect_shapes).
     """
     local = _resolve_local(weights)
-    checkpointer = DetectionCheckpointer(model)
+    checkpointer = _ReportingCheckpointer(model)
     try:
-        checkpoint = checkpointer._load_file(local)
+        checkpointer.load(local, checkpointables=[])
     except Exception as e:
         raise TeacherCheckpointError(
             f"Teacher checkpoint '{weights}' could not be read (corrupt or not a checkpoint): "
             f"{type(e).__name__}: {e}"
         ) from e
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
-        raise TeacherCheckpointError(f"Teacher checkpoint '{weights}' holds no 'model' state dict.")
     model_keys = set(model.state_dict().keys())
-    ckpt_keys = set(checkpoint["model"].keys())
-    incompatible = checkpointer._load_model(checkpoint)
+    ckpt_keys = checkpointer.checkpoint_keys
+    incompatible = checkpointer.incompatible
     if incompatible.incorrect_shapes:
         details = ", ".join(f"{k}: checkpoint {tuple(a)} vs model {tuple(b)}" for k, a, b in incompatible.incorrect_shapes[:8])
         raise TeacherCheckpointError(
@@ -93,7 +117,7 @@ def load_teacher_weights(model: nn.Module, weights: str, strict: bool = False):
             "mismatch shows up here: check the teacher's num_classes against the checkpoint's."
         )
     missing = set(incompatible.missing_keys)
-    loaded = model_keys - missing
+    loaded = checkpointer.loaded_keys
     # Checkpoints converted by DetectionCheckpointer may rename keys, so count on the model side.
     if not loaded:
         raise TeacherCheckpointError(

@@ -137,3 +137,16 @@ def test_current_iteration_reads_event_storage():
     assert current_iteration(default=-7) == -7
     with EventStorage(start_iter=123):
         assert current_iteration() == 123
+
+
+def test_pairwise_iou_giou_batched_and_degenerate():
+    from kd_core.losses import pairwise_giou_cxcywh, pairwise_iou_cxcywh
+
+    a = torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.5, 0.5, 0.0, 0.0]])
+    b = torch.tensor([[0.6, 0.5, 0.2, 0.4], [0.5, 0.5, 0.0, 0.0]])
+    iou, giou = pairwise_iou_cxcywh(a, b), pairwise_giou_cxcywh(a, b)
+    assert iou[0, 0].item() == pytest.approx(0.2, rel=1e-4)
+    assert giou[0, 0].item() == pytest.approx(0.2 - 0.02 / 0.12, rel=1e-4)
+    assert torch.isfinite(giou).all() and torch.isfinite(iou).all()  # two zero-area boxes: finite
+    batched = pairwise_giou_cxcywh(torch.stack([a, a]), torch.stack([b, b]))
+    assert batched.shape == (2, 2, 2) and torch.allclose(batched[1], giou)
