@@ -3,6 +3,7 @@ import logging
 from typing import Callable, Dict, List, Mapping, Optional, Union
 
 import torch
+from detectron2.config import instantiate
 from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
@@ -85,7 +86,9 @@ class DistillationDetector(nn.Module):
             raise TypeError(f"teacher must be a kd_core.FrozenTeacher, got {type(teacher).__name__}.")
         self.student = student
         self.teacher = teacher  # plain attribute: not registered (see class docstring)
-        self.distillers = nn.ModuleDict(dict(distillers or {}))
+        # Detectron2's instantiate() does not recurse into a dict without _target_, so a config's
+        # ``distillers={"name": L(SomeDistiller)(...)}`` arrives as lazy configs: build them here.
+        self.distillers = nn.ModuleDict({k: instantiate(v) for k, v in dict(distillers or {}).items()})
         if isinstance(teacher_forward, str) and teacher_forward not in ("backbone", "full"):
             raise ValueError(f"teacher_forward must be 'backbone', 'full' or a callable, got '{teacher_forward}'.")
         self.teacher_forward = teacher_forward

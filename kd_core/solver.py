@@ -2,7 +2,7 @@
 from typing import Sequence
 
 from detectron2.solver import WarmupParamScheduler
-from fvcore.common.param_scheduler import MultiStepParamScheduler
+from fvcore.common.param_scheduler import ConstantParamScheduler, MultiStepParamScheduler
 
 __all__ = ["multistep_lr_multiplier"]
 
@@ -22,10 +22,17 @@ def multistep_lr_multiplier(
     """
     if any(not 0 < s < 1 for s in steps) or list(steps) != sorted(steps):
         raise ValueError(f"steps must be increasing fractions in (0, 1), got {list(steps)}.")
-    milestones = [max(1, int(max_iter * s)) for s in steps]
-    scheduler = MultiStepParamScheduler(
-        values=[gamma**i for i in range(len(milestones) + 1)], milestones=milestones, num_updates=max_iter
-    )
+    # Very short runs (tests, smoke runs) can collapse milestones: keep them distinct and < max_iter.
+    milestones = sorted({int(max_iter * s) for s in steps} & set(range(1, max_iter)))
+    if milestones:
+        scheduler = MultiStepParamScheduler(
+            values=[gamma**i for i in range(len(milestones) + 1)], milestones=milestones, num_updates=max_iter
+        )
+    else:
+        scheduler = ConstantParamScheduler(1.0)
     return WarmupParamScheduler(
-        scheduler, warmup_factor=warmup_factor, warmup_length=warmup_iters / max(max_iter, 1), warmup_method="linear"
+        scheduler,
+        warmup_factor=warmup_factor,
+        warmup_length=min(1.0, warmup_iters / max(max_iter, 1)),
+        warmup_method="linear",
     )

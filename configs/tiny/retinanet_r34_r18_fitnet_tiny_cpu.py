@@ -5,6 +5,7 @@ from detectron2.config import LazyCall as L
 from kd_core.config import get_config
 from kd_core.feature_mimic import FeatureMimicDistiller
 from kd_core.meta_arch import DistillationDetector
+from kd_core.schedules import LossWeightSchedule
 from kd_core.teacher import FrozenTeacher
 
 from .retinanet_r18_tiny_cpu import dataloader, lr_multiplier, optimizer, train
@@ -18,7 +19,7 @@ model = L(DistillationDetector)(
             levels=["p3", "p4", "p5"],
             student_channels=[64, 64, 64],
             teacher_channels=[64, 64, 64],
-            weight=1.0,
+            weight=L(LossWeightSchedule)(weight=1.0, start_iter=0, ramp_iters=0),
         )
     },
 )

@@ -1,0 +1,210 @@
+"""End-to-end runs of tools/lazyconfig_train_net.py and tools/export_student.py on the tiny CPU configs."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(ROOT, "tools", "lazyconfig_train_net.py")
+EXPORT = os.path.join(ROOT, "tools", "export_student.py")
+TEACHER_CFG = "configs/tiny/retinanet_r34_tiny_cpu.py"
+STUDENT_CFG = "configs/tiny/retinanet_r18_tiny_cpu.py"
+KD_CFG = "configs/tiny/retinanet_r34_r18_fitnet_tiny_cpu.py"
+# small and fast: 2 images a batch at ~160 px, no periodic evaluation
+FAST = [
+    "dataloader.train.total_batch_size=2",
+    "dataloader.train.mapper.augmentations.0.short_edge_length=[160]",
+    "dataloader.test.mapper.augmentations.0.short_edge_length=160",
+    "train.log_period=1",
+    "train.eval_period=0",
+]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    e = dict(os.environ)
+    e["KD_SYNTHETIC_ROOT"] = str(tmp_path_factory.mktemp("synthetic") / "kd_synthetic")
+    e["OMP_NUM_THREADS"] = "1"
+    e["PYTHONPATH"] = ROOT
+    return e
+
+
+def run(args, env, check=True, timeout=600):
+    proc = subprocess.run([sys.executable] + args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    if check and proc.returncode != 0:
+        raise AssertionError(f"command failed ({proc.returncode}): {args}\n{out[-4000:]}")
+    return proc.returncode, out
+
+
+def metrics(output_dir):
+    with open(os.path.join(output_dir, "metrics.json")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def sha(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def teacher_checkpoint(tmp_path_factory, env):
+    out = str(tmp_path_factory.mktemp("teacher"))
+    run([TRAIN, "--config-file", TEACHER_CFG, "train.max_iter=2", f"train.output_dir={out}"] + FAST, env)
+    path = os.path.join(out, "model_final.pth")
+    assert os.path.isfile(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def kd_run(tmp_path_factory, env, teacher_checkpoint):
+    """4 iterations of FitNet KD with the KD weight switched on at iteration 2, then resumed to 6."""
+    out = str(tmp_path_factory.mktemp("kd"))
+    common = [
+        "--config-file",
+        KD_CFG,
+        f"model.teacher.weights={teacher_checkpoint}",
+        f"train.output_dir={out}",
+        "train.checkpointer.period=4",
+        "model.distillers.feature_mimic.weight.start_iter=2",
+    ] + FAST
+    run([TRAIN] + common + ["train.max_iter=4"], env)
+    first = sha(os.path.join(out, "model_final.pth"))
+    _, log = run([TRAIN, "--resume"] + common + ["train.max_iter=6"], env)
+    return out, first, log
+
+
+def test_kd_training_logs_every_term_and_schedule_survives_resume(kd_run):
+    out, _, log = kd_run
+    # metrics.json holds window medians; the resumed process starts a fresh history at iteration 4,
+    # so its rows show only post-resume values.
+    rows = {r["iteration"]: r for r in metrics(out) if "loss_kd_feature_mimic" in r}
+    assert sorted(rows) == [0, 1, 2, 3, 4, 5]  # the resumed run continued at iteration 4
+    assert all(rows[i]["loss_kd_feature_mimic"] == 0.0 for i in (0, 1))  # before start_iter
+    assert all(rows[i]["loss_kd_feature_mimic"] > 0.0 for i in (4, 5))  # schedule still on after resume
+    assert all("loss_cls" in r and "loss_box_reg" in r for r in rows.values())
+    assert "Starting training from iteration 4" in log
+
+
+def test_fresh_run_refuses_to_overwrite_existing_checkpoints(kd_run, env, teacher_checkpoint):
+    out, _, _ = kd_run
+    before = sha(os.path.join(out, "model_final.pth"))
+    rc, log = run(
+        [TRAIN, "--config-file", KD_CFG, f"model.teacher.weights={teacher_checkpoint}", f"train.output_dir={out}"],
+        env,
+        check=False,
+    )
+    assert rc != 0 and "already holds a training run" in log
+    assert sha(os.path.join(out, "model_final.pth")) == before
+
+
+def test_nan_kd_loss_is_named_and_checkpoints_survive(kd_run, env, teacher_checkpoint):
+    out, _, _ = kd_run
+    before = sha(os.path.join(out, "model_final.pth"))
+    rc, log = run(
+        [
+            TRAIN,
+            "--resume",
+            "--config-file",
+            KD_CFG,
+            f"model.teacher.weights={teacher_checkpoint}",
+            f"train.output_dir={out}",
+            "train.max_iter=8",
+            "model.distillers.feature_mimic.weight.weight=nan",
+        ]
+        + FAST,
+        env,
+        check=False,
+    )
+    assert rc != 0
+    assert "Non-finite KD loss term(s) ['loss_kd_feature_mimic']" in log
+    assert sha(os.path.join(out, "model_final.pth")) == before
+
+
+def test_unknown_override_key_fails_before_writing(tmp_path, env):
+    out = tmp_path / "never"
+    rc, log = run([TRAIN, "--config-file", STUDENT_CFG, f"train.output_dir={out}", "train.max_iters=3"], env, check=False)
+    assert rc != 0 and "Unknown config key 'train.max_iters'" in log and "train.max_iter" in log
+    assert not out.exists()
+
+
+def test_missing_teacher_checkpoint_is_a_clear_error(tmp_path, env):
+    rc, log = run(
+        [TRAIN, "--config-file", KD_CFG, f"train.output_dir={tmp_path / 'o'}", f"model.teacher.weights={tmp_path}/nope.pth"],
+        env,
+        check=False,
+    )
+    assert rc != 0 and "Teacher checkpoint not found" in log
+
+
+def test_export_student_gives_identical_outputs_and_parameter_count(kd_run, tmp_path, env):
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.config import LazyConfig, instantiate
+
+    out, _, _ = kd_run
+    exported = str(tmp_path / "student.pth")
+    _, log = run([EXPORT, "--input", os.path.join(out, "model_final.pth"), "--output", exported, "--student-config", STUDENT_CFG], env)
+    assert "verified" in log
+
+    kd_cfg = LazyConfig.load(os.path.join(ROOT, KD_CFG))
+    kd_cfg.model.teacher.weights = ""
+    kd_cfg.model.teacher.allow_random_init = True
+    kd_model = instantiate(kd_cfg.model).eval()
+    DetectionCheckpointer(kd_model).load(os.path.join(out, "model_final.pth"))
+    student = instantiate(LazyConfig.load(os.path.join(ROOT, STUDENT_CFG)).model).eval()
+    DetectionCheckpointer(student).load(exported)
+    assert sum(p.numel() for p in student.parameters()) == sum(p.numel() for p in kd_model.student.parameters())
+
+    kd_model.student.test_score_thresh = student.test_score_thresh = 0.0  # barely trained: keep all boxes
+    torch.manual_seed(0)
+    batch = [{"image": torch.randint(0, 255, (3, 160, 160)).float(), "height": 160, "width": 160}]
+    with torch.no_grad():
+        a = kd_model(batch)[0]["instances"]
+        b = student(batch)[0]["instances"]
+    assert len(a) > 0 and torch.equal(a.scores, b.scores) and torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor)
+    rc, log = run([EXPORT, "--input", exported, "--output", exported], env, check=False)
+    assert rc != 0
+
+
+def test_eval_teacher_runs_the_teacher_alone(env, teacher_checkpoint, tmp_path):
+    _, log = run(
+        [
+            TRAIN,
+            "--eval-teacher",
+            "--config-file",
+            KD_CFG,
+            f"model.teacher.weights={teacher_checkpoint}",
+            f"train.output_dir={tmp_path}",
+            "dataloader.test.mapper.augmentations.0.short_edge_length=160",
+        ],
+        env,
+    )
+    assert "Evaluating the teacher alone" in log and "copypaste: AP,AP50,AP75,APs,APm,APl" in log
+
+
+def test_two_process_ddp_on_cpu_and_amp_flag(env, teacher_checkpoint, tmp_path):
+    out = str(tmp_path / "ddp")
+    _, log = run(
+        [
+            TRAIN,
+            "--num-gpus",
+            "2",
+            "--config-file",
+            KD_CFG,
+            f"model.teacher.weights={teacher_checkpoint}",
+            f"train.output_dir={out}",
+            "train.max_iter=2",
+            "train.amp.enabled=True",
+        ]
+        + FAST,
+        env,
+    )
+    assert "CUDA is not available: training in fp32" in log
+    assert "DistributedDataParallel" in log or os.path.isfile(os.path.join(out, "model_final.pth"))
+    assert os.path.isfile(os.path.join(out, "model_final.pth"))
+    keys = torch.load(os.path.join(out, "model_final.pth"), weights_only=False)["model"].keys()
+    assert keys and all(k.startswith(("student.", "distillers.")) for k in keys)  # no teacher tensors
