@@ -1,0 +1,223 @@
+#!/usr/bin/env python
+"""
+KD overhead benchmark: time and peak memory of one training iteration.
+
+For a distillation config it measures, on the same fixed batch:
+    student step   forward + backward + optimizer step of the student alone
+    teacher fwd    the teacher's no-grad forward as the KD model runs it
+    KD step        forward + backward + optimizer step of the distillation model
+and prints the medians and the ratio  KD step / (student step + teacher fwd)  (target <= 1.10),
+plus exported-student inference time vs the plain student (target 1.00).
+
+Timing interleaves the phases in one process, so machine load affects them alike (ratios in one run).
+Peak memory: CUDA max_memory_allocated per phase on GPU; on CPU each phase runs once more in its own
+process and the peak resident set size above the resident size before that step is reported (Linux).
+
+    python tools/benchmark_overhead.py --config-file configs/tiny/retinanet_r34_r18_fitnet_tiny_cpu.py
+    python tools/benchmark_overhead.py --config-file CFG --device cuda --iters 50 --batch-size 2
+"""
+import argparse
+import copy
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from kd_core.paths import add_project_paths  # noqa: E402
+
+add_project_paths()
+
+PHASES = ("student_step", "teacher_forward", "kd_step", "student_inference", "exported_inference")
+
+
+def _sync(device):
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def build(args):
+    import torch
+    from detectron2.config import LazyConfig, instantiate
+    from detectron2.utils.events import EventStorage  # noqa: F401
+
+    from kd_core.config import apply_overrides_strict
+
+    cfg = LazyConfig.load(args.config_file)
+    cfg = apply_overrides_strict(cfg, args.opts)
+    cfg.dataloader.train.total_batch_size = args.batch_size
+    cfg.dataloader.train.num_workers = 0
+    if "teacher" in cfg.model:
+        cfg.model.teacher.weights = ""
+        cfg.model.teacher.allow_random_init = True  # timing does not depend on the weights
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).to(args.device)
+    batch = next(iter(instantiate(cfg.dataloader.train)))
+    return cfg, model, batch
+
+
+def make_steps(args, cfg, model, batch):
+    """One callable per phase, all on the same model, batch and device."""
+    import torch
+
+    from kd_core.export import extract_student_state_dict
+
+    model.train()
+    model.teacher.to(args.device)
+    cfg.optimizer.params.model = model.student
+    student_opt = instantiate_optimizer(cfg)
+    cfg.optimizer.params.model = model
+    kd_opt = instantiate_optimizer(cfg)
+    plain = instantiate_student(cfg).to(args.device).eval()
+    plain.load_state_dict(extract_student_state_dict(model.state_dict()))
+
+    def train_step(net, opt):
+        losses = net(batch)
+        opt.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        opt.step()
+
+    def inference(net):
+        was_training = net.training
+        net.eval()
+        with torch.no_grad():
+            net(batch)
+        net.train(was_training)
+
+    return {
+        "student_step": lambda: train_step(model.student, student_opt),
+        "teacher_forward": lambda: model.run_teacher(batch),
+        "kd_step": lambda: train_step(model, kd_opt),
+        "student_inference": lambda: inference(model.student),
+        "exported_inference": lambda: inference(plain),
+    }
+
+
+def time_phases(args, phases):
+    """Interleaved timing (phase after phase, iteration after iteration) so that drifting machine
+    load affects every phase alike; returns {phase: [seconds]} and CUDA peaks when on GPU."""
+    import torch
+    from detectron2.utils.events import EventStorage
+
+    cfg, model, batch = build(args)
+    steps = make_steps(args, cfg, model, batch)
+    times = {p: [] for p in phases}
+    peaks = {}
+    with EventStorage(args.storage_iter):
+        for i in range(args.warmup + args.iters):
+            for p in phases:
+                if args.device.startswith("cuda"):
+                    torch.cuda.reset_peak_memory_stats()
+                _sync(args.device)
+                t0 = time.perf_counter()
+                steps[p]()
+                _sync(args.device)
+                if i >= args.warmup:
+                    times[p].append(time.perf_counter() - t0)
+                if args.device.startswith("cuda"):
+                    peaks[p] = max(peaks.get(p, 0.0), torch.cuda.max_memory_allocated() / 2**20)
+    return times, peaks
+
+
+def cpu_peak_rss(args, phase):
+    """Peak resident memory (MB) added by running one phase, in this fresh process."""
+    from detectron2.utils.events import EventStorage
+
+    import gc
+
+    cfg, model, batch = build(args)
+    steps = make_steps(args, cfg, model, batch)
+    with EventStorage(args.storage_iter):
+        steps[phase]()  # first call allocates lazily created state (optimizer, caches)
+        gc.collect()
+        with open("/proc/self/clear_refs", "w") as f:  # reset the peak (VmHWM) to the current RSS
+            f.write("5")
+        base = _proc_status_kb("VmRSS")
+        steps[phase]()
+    return max(0, _proc_status_kb("VmHWM") - base) / 1024
+
+
+def _proc_status_kb(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def instantiate_optimizer(cfg):
+    from detectron2.config import instantiate
+
+    return instantiate(cfg.optimizer)
+
+
+def instantiate_student(cfg):
+    from detectron2.config import instantiate
+
+    return instantiate(copy.deepcopy(cfg.model.student))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True, help="a distillation LazyConfig")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument(
+        "--storage-iter",
+        type=int,
+        default=10**9,
+        help="iteration seen by loss-weight schedules (default: after every warm-up, all KD terms on)",
+    )
+    parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
+    parser.add_argument("--json", default="", help="also write the figures to this file")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides key=value")
+    args = parser.parse_args(argv)
+
+    if args.phase:  # child process: CPU memory of one phase
+        print("RESULT " + json.dumps({"peak_mb": cpu_peak_rss(args, args.phase)}), flush=True)
+        return
+
+    times, peaks = time_phases(args, PHASES)
+    if not args.device.startswith("cuda"):
+        for phase in PHASES:
+            cmd = [sys.executable, os.path.abspath(__file__), "--phase", phase, "--config-file", args.config_file]
+            cmd += ["--device", args.device, "--batch-size", str(args.batch_size), "--storage-iter", str(args.storage_iter)]
+            proc = subprocess.run(cmd + list(args.opts), capture_output=True, text=True)
+            lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+            if proc.returncode != 0 or not lines:
+                sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+                raise SystemExit(f"memory measurement of {phase} failed")
+            peaks[phase] = json.loads(lines[-1][len("RESULT ") :])["peak_mb"]
+    results = {p: {"median_s": statistics.median(times[p]), "peak_mb": peaks[p]} for p in PHASES}
+    mem_kind = "CUDA max allocated" if args.device.startswith("cuda") else "peak RSS increase"
+    for p, r in results.items():
+        print(f"{p:<20} median {r['median_s'] * 1000:8.1f} ms   {mem_kind} {r['peak_mb']:8.1f} MB", flush=True)
+
+    s, t, k = (results[p]["median_s"] for p in ("student_step", "teacher_forward", "kd_step"))
+    ratio = k / (s + t)
+    infer_ratio = results["exported_inference"]["median_s"] / results["student_inference"]["median_s"]
+    summary = {
+        "config": args.config_file,
+        "device": args.device,
+        "batch_size": args.batch_size,
+        "iters": args.iters,
+        "kd_step_over_student_plus_teacher": ratio,
+        "exported_over_student_inference": infer_ratio,
+        "phases": {p: {"median_ms": r["median_s"] * 1000, "peak_mb": r["peak_mb"]} for p, r in results.items()},
+    }
+    print(f"KD step / (student step + teacher forward) = {ratio:.3f}  (target <= 1.10)")
+    print(f"exported student / student inference time  = {infer_ratio:.3f}  (target 1.00)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=2)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
