@@ -1,0 +1,192 @@
+"""DETRDistill (ICCV 2023) as a Detectron2 meta-architecture on the kd_core engine.
+
+One training step:
+    1. teacher ``run()`` under no_grad (eval mode): per-layer logits/boxes/hidden states, the
+       multi-scale features fed to its transformer, and its input queries;
+    2. student ``run()`` on the same augmented batch, with the teacher's (detached) queries as an
+       extra query group in the same decoder pass (Group-DETR block-diagonal self-attention), so
+       the encoder runs once;
+    3. losses: the student's own DETR loss + ``loss_kd_logits_*`` (Hungarian-matching logits KD,
+       stage by stage) + ``loss_kd_feature`` (target-aware feature KD) + ``loss_kd_query_*``
+       (the teacher-query group supervised with ground truth under the teacher's assignment) +
+       optionally ``loss_kd_relation``.
+Inference is the student alone (no extra group).
+"""
+import logging
+from typing import Dict, List, Optional, Union
+
+import torch
+from detectron2.modeling import META_ARCH_REGISTRY
+from torch import nn
+
+from kd_core.distiller import as_schedule
+from kd_core.matching import HungarianMatcher
+from kd_core.meta_arch import DistillationDetector, teacher_inputs
+from kd_core.schedules import LossWeightSchedule, current_iteration
+from kd_core.teacher import FrozenTeacher
+
+from .distill.feature_kd import TargetAwareFeatureDistillation
+from .distill.logits_kd import HungarianLogitsDistillation
+from .distill.query_prior_kd import (
+    QUERY_GROUP_ASSIGNMENTS,
+    match_teacher_to_ground_truth,
+    prefix_query_group_losses,
+    query_group_indices,
+)
+from .distill.relation_kd import QueryRelationDistillation
+from .modeling.detr_base import DETRBase
+from .modeling.outputs import DETROutputs
+
+__all__ = ["DETRDistillDetector"]
+
+logger = logging.getLogger(__name__)
+Weight = Union[float, LossWeightSchedule]
+
+
+def _zeros_tied_to(module: Optional[nn.Module], names) -> Dict[str, torch.Tensor]:
+    """Zero losses that still touch every parameter of ``module`` (DDP sees all of them)."""
+    params = list(module.parameters()) if module is not None else []
+    zero = sum((p.sum() * 0.0 for p in params), torch.zeros(()))
+    return {k: zero for k in names}
+
+
+@META_ARCH_REGISTRY.register()
+class DETRDistillDetector(DistillationDetector):
+    """Teacher/student DETR distillation (DETRDistill).
+
+    Args:
+        student: a DETR-family model of this project (:class:`DETRBase`).
+        teacher: :class:`FrozenTeacher` around a DETR-family model with the same classes.
+        logits_kd: the Hungarian-matching logits KD module, or None to switch it off.
+        feature_kd: the target-aware feature KD module, or None.
+        relation_kd: the content-query relation (InfoNCE) module, or None (default: off).
+        query_kd: run the teacher's queries as an extra group in the student decoder.
+        query_kd_assignment: "teacher" (the teacher's own per-stage GT assignment, Eq. 10; the
+            official code's intent) or "fresh" (match the group to GT anew, what the official
+            code actually does).
+        query_kd_layer_mapping: how student layers take the teacher's per-layer assignment when
+            the depths differ (see ``build_layer_mapping``).
+        teacher_matcher: the teacher's DETR matcher for its GT assignment (default: the teacher
+            criterion's matcher).
+        logits_kd_weight, feature_kd_weight, query_kd_weight, relation_kd_weight: float or
+            :class:`LossWeightSchedule` multiplying each component.
+        teacher_image_key: see :class:`DistillationDetector`.
+    """
+
+    def __init__(
+        self,
+        *,
+        student: DETRBase,
+        teacher: FrozenTeacher,
+        logits_kd: Optional[HungarianLogitsDistillation] = None,
+        feature_kd: Optional[TargetAwareFeatureDistillation] = None,
+        relation_kd: Optional[QueryRelationDistillation] = None,
+        query_kd: bool = True,
+        query_kd_assignment: str = "teacher",
+        query_kd_layer_mapping: Optional[str] = None,
+        teacher_matcher: Optional[HungarianMatcher] = None,
+        logits_kd_weight: Weight = 1.0,
+        feature_kd_weight: Weight = 1.0,
+        query_kd_weight: Weight = 1.0,
+        relation_kd_weight: Weight = 1.0,
+        teacher_image_key: str = "teacher_image",
+    ):
+        super().__init__(
+            student=student, teacher=teacher, distillers={}, teacher_forward="full", teacher_image_key=teacher_image_key
+        )
+        t = teacher.model
+        for role, m in (("student", student), ("teacher", t)):
+            if not isinstance(m, DETRBase):
+                raise TypeError(f"DETRDistill needs DETR-family models; the {role} is a {type(m).__name__}.")
+        if query_kd_assignment not in QUERY_GROUP_ASSIGNMENTS:
+            raise ValueError(f"query_kd_assignment must be one of {QUERY_GROUP_ASSIGNMENTS}, got '{query_kd_assignment}'.")
+        if query_kd:
+            if type(t) is not type(student):
+                raise ValueError(
+                    f"Query-prior KD feeds the teacher's queries to the student decoder, which needs the same "
+                    f"architecture: teacher {type(t).__name__} vs student {type(student).__name__}. Set query_kd=False."
+                )
+            if t.hidden_dim != student.hidden_dim:
+                raise ValueError(
+                    f"Query-prior KD needs equal hidden sizes: teacher {t.hidden_dim} vs student "
+                    f"{student.hidden_dim}. Set query_kd=False (logits and feature KD still work)."
+                )
+        if relation_kd is not None and logits_kd is None:
+            raise ValueError("relation_kd re-orders the teacher queries by the logits-KD matching: enable logits_kd.")
+        self.logits_kd = logits_kd
+        self.feature_kd = feature_kd
+        self.relation_kd = relation_kd
+        self.query_kd = query_kd
+        self.query_kd_assignment = query_kd_assignment
+        self.query_kd_layer_mapping = query_kd_layer_mapping
+        self.teacher_matcher = teacher_matcher if teacher_matcher is not None else t.criterion.matcher
+        self.schedules = {
+            "logits": as_schedule(logits_kd_weight),
+            "feature": as_schedule(feature_kd_weight),
+            "query": as_schedule(query_kd_weight),
+            "relation": as_schedule(relation_kd_weight),
+        }
+
+    # ------------------------------------------------------------------ helpers
+    def _teacher_outputs(self, batched_inputs: List[dict]) -> DETROutputs:
+        inputs = teacher_inputs(batched_inputs, self.teacher_image_key)
+        return self.teacher.run(lambda m, x: m.run(m.preprocess_image(x)), inputs)
+
+    def _needs_teacher_assignment(self) -> bool:
+        paper_logits = self.logits_kd is not None and self.logits_kd.mode == "paper"
+        return paper_logits or (self.query_kd and self.query_kd_assignment == "teacher")
+
+    # ------------------------------------------------------------------ training
+    def forward_train(self, batched_inputs: List[dict]) -> Dict[str, torch.Tensor]:
+        student = self.student
+        images = student.preprocess_image(batched_inputs)
+        targets = student.prepare_targets(batched_inputs)
+        t_out = self._teacher_outputs(batched_inputs)
+        extra = t_out.query_embed.detach() if self.query_kd else None
+        s_out = student.run(images, extra_queries=extra)
+        losses, _ = student.compute_losses(s_out, targets)
+
+        iteration = current_iteration()
+        w = {k: s(iteration) for k, s in self.schedules.items()}
+        teacher_gt = None
+        if self._needs_teacher_assignment():
+            teacher_gt = match_teacher_to_ground_truth(self.teacher_matcher, t_out.logits, t_out.boxes, targets)
+
+        if self.logits_kd is not None:
+            if w["logits"] == 0.0 and (self.relation_kd is None or w["relation"] == 0.0):
+                losses.update(_zeros_tied_to(None, HungarianLogitsDistillation.LOSS_NAMES))
+                matching = None
+            else:
+                matching = self.logits_kd.match(s_out.logits, s_out.boxes, t_out.logits, t_out.boxes, teacher_gt)
+                kd = self.logits_kd(s_out.logits, s_out.boxes, t_out.logits, t_out.boxes, teacher_gt, matching=matching)
+                losses.update({k: v * w["logits"] for k, v in kd.items()})
+            if self.relation_kd is not None:
+                if w["relation"] == 0.0 or matching is None:
+                    losses.update(_zeros_tied_to(self.relation_kd, ["loss_kd_relation"]))
+                else:
+                    kd = self.relation_kd(s_out.hidden_states, t_out.hidden_states, matching.layer_pairs, matching.indices)
+                    losses.update({k: v * w["relation"] for k, v in kd.items()})
+
+        if self.feature_kd is not None:
+            if w["feature"] == 0.0:
+                losses.update(_zeros_tied_to(self.feature_kd, ["loss_kd_feature"]))
+            else:
+                kd = self.feature_kd(
+                    s_out.features,
+                    t_out.features,
+                    s_out.feature_masks,
+                    t_out.logits,
+                    t_out.boxes,
+                    t_out.hidden_states,
+                    targets,
+                )
+                losses.update({k: v * w["feature"] for k, v in kd.items()})
+
+        if self.query_kd:
+            group = s_out.extra
+            indices = query_group_indices(
+                self.query_kd_assignment, teacher_gt, group.logits.shape[0], self.query_kd_layer_mapping
+            )
+            group_losses, _ = student.criterion(group.logits, group.boxes, targets, indices=indices)
+            losses.update({k: v * w["query"] for k, v in prefix_query_group_losses(group_losses).items()})
+        return losses

@@ -1,0 +1,171 @@
+"""DETRDistillDetector: the three components wired on tiny Deformable DETR models (CPU)."""
+import copy
+import os
+
+import pytest
+import torch
+from detectron2.config import LazyConfig, instantiate
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+from detrdistill.distill.feature_kd import TargetAwareFeatureDistillation
+from detrdistill.distill.logits_kd import HungarianLogitsDistillation
+from detrdistill.distill.relation_kd import QueryRelationDistillation
+from detrdistill.meta_arch import DETRDistillDetector
+from kd_core.teacher import FrozenTeacher
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(ROOT, "projects/DETRDistill/configs/deformable_detr/deformable_detr_tiny_cpu.py")
+
+
+@pytest.fixture(scope="module")
+def model_cfg():
+    cfg = LazyConfig.load(TINY).model
+    cfg.num_encoder_layers = 1
+    cfg.num_queries = 20
+    return cfg
+
+
+def _model(cfg, seed=0, **overrides):
+    cfg = copy.deepcopy(cfg)
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    torch.manual_seed(seed)
+    return instantiate(cfg)
+
+
+def _batch(n=2, size=128, empty_last=False):
+    g = torch.Generator().manual_seed(1)
+    out = []
+    for i in range(n):
+        inst = Instances((size, size))
+        if empty_last and i == n - 1:
+            inst.gt_boxes = Boxes(torch.zeros(0, 4))
+            inst.gt_classes = torch.zeros(0, dtype=torch.int64)
+        else:
+            inst.gt_boxes = Boxes(torch.tensor([[8.0, 10.0, 40.0, 50.0], [60.0, 64.0, 120.0, 100.0]]))
+            inst.gt_classes = torch.tensor([1, 3])
+        out.append(
+            {
+                "image": torch.randint(0, 255, (3, size, size), generator=g).float(),
+                "instances": inst,
+                "height": size,
+                "width": size,
+            }
+        )
+    return out
+
+
+def _detector(student, teacher_model, **kw):
+    kw.setdefault("logits_kd", HungarianLogitsDistillation())
+    kw.setdefault("feature_kd", TargetAwareFeatureDistillation(num_topk=10))
+    return DETRDistillDetector(student=student, teacher=FrozenTeacher(teacher_model, allow_random_init=True), **kw)
+
+
+def test_training_step_returns_every_term_and_teacher_gets_no_gradient(model_cfg):
+    teacher_model = _model(model_cfg, seed=1)
+    model = _detector(_model(model_cfg), teacher_model)
+    model.train()
+    with EventStorage(0):
+        losses = model(_batch(empty_last=True))
+    expected = {
+        "loss_class",
+        "loss_bbox",
+        "loss_giou",
+        "loss_kd_logits_class",
+        "loss_kd_logits_bbox",
+        "loss_kd_logits_giou",
+        "loss_kd_feature",
+        "loss_kd_query_class",
+        "loss_kd_query_bbox",
+        "loss_kd_query_giou",
+    }
+    assert expected <= set(losses), sorted(losses)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert all(p.grad is None for p in teacher_model.parameters())  # incl. its query embeddings
+    assert model.student.query_embed.weight.grad is not None
+    assert not teacher_model.training
+    # teacher not registered: nothing of it in the KD checkpoint
+    assert all(k.startswith("student.") for k in model.state_dict())
+
+
+def test_each_component_reaches_the_student(model_cfg):
+    teacher_model = _model(model_cfg, seed=1)
+    model = _detector(_model(model_cfg), teacher_model)
+    model.train()
+    with EventStorage(0):
+        losses = model(_batch())
+    for key in ("loss_kd_logits_class", "loss_kd_feature", "loss_kd_query_class"):
+        model.zero_grad()
+        losses[key].backward(retain_graph=True)
+        grads = [p.grad.abs().sum() for p in model.student.parameters() if p.grad is not None]
+        assert grads and sum(grads) > 0, key
+
+
+def test_student_equal_to_teacher_gives_minimal_kd(model_cfg):
+    teacher_model = _model(model_cfg, seed=3)
+    student = copy.deepcopy(teacher_model)
+    model = _detector(student, teacher_model, query_kd=False)
+    model.train()
+    student.eval()  # no dropout anyway; same BN statistics as the teacher
+    with EventStorage(0):
+        losses = model.forward_train(_batch())
+    assert losses["loss_kd_logits_bbox"].item() == pytest.approx(0.0, abs=1e-5)
+    assert losses["loss_kd_logits_giou"].item() == pytest.approx(0.0, abs=1e-4)
+    assert losses["loss_kd_feature"].item() == pytest.approx(0.0, abs=1e-8)
+
+
+def test_fewer_student_decoder_layers_use_grouped_mapping(model_cfg):
+    teacher_model = _model(model_cfg, seed=1, num_decoder_layers=2)
+    model = _detector(_model(model_cfg, num_decoder_layers=1), teacher_model, relation_kd=QueryRelationDistillation(student_dim=64, teacher_dim=64))
+    model.train()
+    with EventStorage(0):
+        losses = model(_batch())
+    assert torch.isfinite(losses["loss_kd_logits_class"]) and torch.isfinite(losses["loss_kd_relation"])
+    assert "loss_kd_query_class" in losses  # the group has a single layer, fed the teacher's last assignment
+
+
+def test_query_kd_needs_same_hidden_size(model_cfg):
+    teacher_model = _model(model_cfg, hidden_dim=32)
+    with pytest.raises(ValueError, match="hidden sizes"):
+        _detector(_model(model_cfg), teacher_model, feature_kd=None)
+
+
+def test_encoder_runs_once_per_step_and_inference_is_the_student(model_cfg):
+    student = _model(model_cfg)
+    model = _detector(student, _model(model_cfg, seed=1))
+    calls = []
+    original = student.transformer.encode
+
+    def counting_encode(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    student.transformer.encode = counting_encode
+    model.train()
+    with EventStorage(0):
+        model(_batch())
+    assert len(calls) == 1  # the teacher-query group shares the student's single encoder pass
+    model.eval()
+    with torch.no_grad():
+        a = model(_batch(1))[0]["instances"]
+        b = student(_batch(1))[0]["instances"]
+    assert torch.equal(a.scores, b.scores)
+
+
+def test_fresh_assignment_switch_and_warmup_zero_terms(model_cfg):
+    from kd_core.schedules import LossWeightSchedule
+
+    model = _detector(
+        _model(model_cfg),
+        _model(model_cfg, seed=1),
+        query_kd_assignment="fresh",
+        feature_kd_weight=LossWeightSchedule(1.0, start_iter=10),
+    )
+    model.train()
+    with EventStorage(0):
+        losses = model(_batch())
+    assert losses["loss_kd_feature"].item() == 0.0 and losses["loss_kd_query_class"].item() > 0
+    with pytest.raises(ValueError, match="query_kd_assignment"):
+        _detector(_model(model_cfg), _model(model_cfg), query_kd_assignment="teachers")
