@@ -24,12 +24,12 @@ from kd_core.paths import add_project_paths  # noqa: E402
 
 add_project_paths()
 
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
 from detectron2.engine import default_argument_parser, default_setup, default_writers, hooks, launch  # noqa: E402
 from detectron2.evaluation import inference_on_dataset, print_csv_format  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
 
+from kd_core.checkpoint import ClassHeadCheckpointer  # noqa: E402
 from kd_core.config import apply_overrides_strict  # noqa: E402
 from kd_core.engine import (  # noqa: E402
     GradientClipHook,
@@ -52,7 +52,7 @@ def do_test(cfg, model):
 
 def build_checkpointer(model, output_dir, **checkpointables):
     extra = unwrap(model).extra_checkpointables() if hasattr(unwrap(model), "extra_checkpointables") else {}
-    return DetectionCheckpointer(model, output_dir, **extra, **checkpointables)
+    return ClassHeadCheckpointer(model, output_dir, **extra, **checkpointables)
 
 
 def do_train(args, cfg):
@@ -114,7 +114,7 @@ def main(args):
         model = instantiate(cfg.model)
         model.to(cfg.train.device)
         model = create_ddp_model(model)
-        DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+        ClassHeadCheckpointer(model).load(cfg.train.init_checkpoint)
         return do_test(cfg, model)
     do_train(args, cfg)
 

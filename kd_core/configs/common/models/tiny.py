@@ -68,6 +68,7 @@ def _faster_rcnn(depth):
     model.roi_heads.batch_size_per_image = 128
     model.roi_heads.box_head.input_shape = ShapeSpec(channels=FPN_CHANNELS, height=7, width=7)
     model.roi_heads.box_head.fc_dims = [256, 256]
+    model.roi_heads.box_predictor.input_shape = ShapeSpec(channels=256)
     model.roi_heads.num_classes = NUM_CLASSES
     model.pixel_mean = IMAGENET_BGR_MEAN
     model.pixel_std = IMAGENET_BGR_STD

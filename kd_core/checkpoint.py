@@ -1,0 +1,48 @@
+"""A DetectionCheckpointer that refuses class heads of the wrong size."""
+from typing import Dict
+
+from detectron2.checkpoint import DetectionCheckpointer
+from torch import nn
+
+__all__ = ["ClassHeadCheckpointer", "check_class_head_shapes"]
+
+
+def check_class_head_shapes(model: nn.Module, state_dict: Dict[str, object]) -> None:
+    """Raise a clear error when a checkpoint's class head does not fit the model.
+
+    Every submodule that names its class-head parameters through a ``class_head_parameter_names()``
+    method (the DETR models of this project do) is checked, wherever it sits (the model itself, a
+    student inside a distillation model, ...): each such parameter present in ``state_dict`` (with or
+    without a "module." prefix) must have the model's shape.
+    """
+    for prefix, module in model.named_modules():
+        names_fn = getattr(module, "class_head_parameter_names", None)
+        if not callable(names_fn):
+            continue
+        params = dict(module.named_parameters())
+        for name in names_fn():
+            key = f"{prefix}.{name}" if prefix else name
+            ckpt_value = state_dict.get(key, state_dict.get(f"module.{key}"))
+            if ckpt_value is None:
+                continue
+            ckpt_shape, model_shape = tuple(ckpt_value.shape), tuple(params[name].shape)
+            if ckpt_shape != model_shape:
+                raise ValueError(
+                    f"Checkpoint parameter '{key}' has shape {ckpt_shape} but the model's has shape "
+                    f"{model_shape}: the checkpoint's class head predicts {ckpt_shape[0]} classes while "
+                    f"{type(module).__name__} is configured with num_classes={getattr(module, 'num_classes', '?')}. "
+                    "Set num_classes to the checkpoint's, or remove the class-head keys from the checkpoint "
+                    "to fine-tune on a different label set."
+                )
+
+
+class ClassHeadCheckpointer(DetectionCheckpointer):
+    """``DetectionCheckpointer`` that raises :func:`check_class_head_shapes`' error.
+
+    Detectron2 skips parameters whose shapes differ with only a warning, which for a class head
+    silently yields a randomly initialized classifier (AP 0).
+    """
+
+    def _load_model(self, checkpoint):
+        check_class_head_shapes(self.model, checkpoint["model"])
+        return super()._load_model(checkpoint)

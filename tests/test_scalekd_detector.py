@@ -1,0 +1,263 @@
+"""ScaleKDDetector on the tiny CPU models: training steps, gradient isolation, the assistant kept out
+of the student's optimizer/state_dict but inside checkpoints, input checks."""
+import pytest
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import LazyConfig, instantiate
+from detectron2.layers import ShapeSpec
+from detectron2.solver.build import get_default_optimizer_params
+from detectron2.structures import BitMasks
+from detectron2.utils.events import EventStorage
+
+from scalekd import ScaleKDDetector
+from scalekd.testing import build_tiny_scalekd, load_tiny_config, random_batch, tiny_models_path
+
+SIZE = (96, 128)
+EXPECTED_LOSSES = {
+    "retinanet": {"loss_cls", "loss_box_reg"},
+    "fcos": {"loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr"},
+    "faster_rcnn": {"loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc"},
+}
+KD_KEYS = {"loss_kd_sdf", "loss_kd_csa_cls", "loss_kd_csa_bbox"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: on a shared, oversubscribed CPU two spinning threads run ~5x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _student_params(model):
+    return [p for p in model.student.parameters() if p.requires_grad]
+
+
+@pytest.mark.parametrize("kind", ["retinanet", "fcos", "faster_rcnn"])
+def test_short_training_finite_losses_with_all_keys(kind):
+    torch.manual_seed(0)
+    model = build_tiny_scalekd(kind, overrides=["metrics_period=1"], warmup_iters=1)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01)
+    with EventStorage(0) as storage:
+        for it in range(2):  # iteration 0: CSA warm-up; iteration 1: mimic losses on
+            storage.iter = it
+            losses = model(random_batch(size=SIZE, seed=it))
+            assert set(losses) == EXPECTED_LOSSES[kind] | KD_KEYS
+            assert all(torch.isfinite(v).all() for v in losses.values()), losses
+            mimic = losses["loss_kd_csa_cls"] + losses["loss_kd_csa_bbox"]
+            assert (mimic == 0) if it == 0 else (mimic > 0)
+            optimizer.zero_grad()
+            sum(losses.values()).backward()
+            optimizer.step()
+            storage.step()
+        csa = {k for k in storage.histories() if k.startswith("csa_")}
+    assert {"csa_loss_cls", "csa_loss_box_reg"} <= csa
+    assert ("csa_loss_ctr" in csa) == (kind == "fcos")
+
+
+@pytest.mark.parametrize("kind", ["retinanet", "faster_rcnn"])
+def test_gradients_are_isolated(kind):
+    """The assistant's own loss never reaches the student; the mimic losses never reach the assistant."""
+    torch.manual_seed(0)
+    model = build_tiny_scalekd(kind, warmup_iters=0)
+    csa_params = list(model.assistant.parameters())
+    before = [p.detach().clone() for p in csa_params]
+    with EventStorage(0):
+        losses = model(random_batch(size=SIZE))
+    # the assistant stepped inside the forward, on its own loss
+    assert any(not torch.equal(b, p) for b, p in zip(before, csa_params))
+    assert all(p.grad is None for p in csa_params)
+    assert all(p.grad is None for p in _student_params(model)), "the assistant's loss reached the student"
+    mimic = losses["loss_kd_csa_cls"] + losses["loss_kd_csa_bbox"]
+    assert mimic.requires_grad and mimic > 0
+    mimic.backward(retain_graph=True)
+    assert all(p.grad is None for p in csa_params), "a mimic loss reached the assistant"
+    head = model.student.head if kind == "retinanet" else model.student.roi_heads.box_predictor
+    assert all(p.grad is not None for p in head.parameters())
+    sum(losses.values()).backward()
+    assert all(p.grad is None for p in csa_params)
+    assert all(p.grad is None for p in model.teacher.model.parameters())
+
+
+def test_assistant_is_out_of_the_student_optimizer_and_state_dict_but_in_checkpoints(tmp_path):
+    torch.manual_seed(0)
+    model = build_tiny_scalekd("retinanet", warmup_iters=0)
+    csa_ids = {id(p) for p in model.assistant.parameters()}
+    teacher_ids = {id(p) for p in model.teacher.model.parameters()}
+    model_ids = {id(p) for p in model.parameters()}
+    assert not (csa_ids & model_ids) and not (teacher_ids & model_ids)
+    optim_ids = {id(p) for g in get_default_optimizer_params(model) for p in g["params"]}
+    assert optim_ids and not (csa_ids & optim_ids)
+    assert all(k.startswith(("student.", "distillers.sdf.")) for k in model.state_dict())
+    assert set(model.extra_checkpointables()) == {"scalekd_assistant"}
+
+    # one training step, then save and restore into a fresh model
+    with EventStorage(0):
+        losses = model(random_batch(size=SIZE))
+    sum(losses.values()).backward()
+    checkpointables = model.extra_checkpointables()
+    DetectionCheckpointer(model, str(tmp_path), **checkpointables).save("model_0000", iteration=0)
+    saved = torch.load(tmp_path / "model_0000.pth", weights_only=False)
+    assert set(saved["scalekd_assistant"]) == {"model", "optimizer"}
+    assert not any("assistant" in k for k in saved["model"])
+
+    torch.manual_seed(123)
+    fresh = build_tiny_scalekd("retinanet", warmup_iters=0)
+    assert not all(torch.equal(a, b) for a, b in zip(fresh.assistant.parameters(), model.assistant.parameters()))
+    DetectionCheckpointer(fresh, str(tmp_path), **fresh.extra_checkpointables()).resume_or_load(
+        str(tmp_path / "model_0000.pth"), resume=True
+    )
+    for (k, a), b in zip(model.assistant.module.state_dict().items(), fresh.assistant.module.state_dict().values()):
+        assert torch.equal(a, b), k
+    s_old, s_new = model.assistant.optimizer.state_dict(), fresh.assistant.optimizer.state_dict()
+    assert len(s_new["state"]) == len(s_old["state"]) > 0
+    for i, st in s_old["state"].items():
+        assert torch.equal(st["exp_avg"], s_new["state"][i]["exp_avg"]) and float(st["step"]) == float(s_new["state"][i]["step"]) == 1
+    for (k, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(a, b), k  # student + the frozen random SDF block
+
+
+def test_teacher_image_checks():
+    model = build_tiny_scalekd("retinanet")
+    batch = random_batch(size=SIZE, teacher_scale=1.0)
+    with pytest.raises(ValueError, match="no 'teacher_image'"):
+        model(batch)
+    batch = random_batch(size=SIZE, teacher_scale=1.5)
+    with pytest.raises(ValueError, match="is not 2x"):
+        model(batch)
+    with pytest.raises(ValueError, match="power of two"):
+        build_tiny_scalekd("retinanet", overrides=["teacher_scale=1.5"])
+
+
+def test_same_resolution_mode():
+    torch.manual_seed(0)
+    model = build_tiny_scalekd("fcos", overrides=["teacher_scale=1.0"], warmup_iters=0)
+    assert model.assistant.module.level_pairs == {f"p{i}": f"p{i}" for i in range(3, 8)}
+    with EventStorage(0):
+        losses = model(random_batch(size=SIZE, teacher_scale=1.0))
+    assert all(torch.isfinite(v) for v in losses.values()) and losses["loss_kd_csa_bbox"] > 0
+
+
+def test_assistant_head_starts_from_the_teacher_head():
+    model = build_tiny_scalekd("faster_rcnn")
+    head = model.assistant.module.head
+    teacher_roi = model.teacher.model.roi_heads
+    for a, b in zip(head.box_heads[0].state_dict().values(), teacher_roi.box_head.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(head.box_predictors[0].state_dict().values(), teacher_roi.box_predictor.state_dict().values()):
+        assert torch.equal(a, b)
+    assert all(p.requires_grad for p in head.parameters())
+    assert head.box_heads[0].fc1.weight.data_ptr() != teacher_roi.box_head.fc1.weight.data_ptr()
+    dense = build_tiny_scalekd("retinanet")
+    for a, b in zip(dense.assistant.module.head.state_dict().values(), dense.teacher.model.head.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def _narrow_teacher(cfg, width=32):
+    t = cfg.model.teacher.model
+    t.backbone.out_channels = width
+    t.head.input_shape = [ShapeSpec(channels=width)] * 5
+    t.head.conv_dims = [width, width]
+    return cfg
+
+
+def test_teacher_with_other_fpn_width_gets_adapters_or_a_clear_error():
+    cfg = _narrow_teacher(load_tiny_config("retinanet"))
+    with pytest.raises(ValueError, match="csa_head_init='teacher'"):
+        instantiate(cfg.model)  # the teacher's head cannot initialise the student-shaped assistant head
+    cfg.model.csa_head_init = "student"
+    cfg.model.csa_cls_weight.start_iter = 0
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).train()
+    assert model.assistant.module.attention.teacher_dim == 32 and model.assistant.module.attention.embed_dim == 64
+    with EventStorage(0):
+        losses = model(random_batch(size=SIZE))
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_sdf_channel_mismatch_is_reported_at_construction():
+    with pytest.raises(ValueError, match="has 512 channels"):
+        build_tiny_scalekd("retinanet", overrides=["distillers.sdf.student_channels=256"])
+    with pytest.raises(KeyError, match="no output 'res6'"):
+        build_tiny_scalekd("retinanet", overrides=["distillers.sdf.teacher_features=[res6]"])
+
+
+def test_unsupported_student_is_rejected():
+    teacher = build_tiny_scalekd("retinanet", overrides=["use_csa=False"]).teacher
+    with pytest.raises(TypeError, match="ScaleKD supports"):
+        ScaleKDDetector(student=torch.nn.Linear(2, 2), teacher=teacher, check_num_classes=False)
+
+
+def test_freeze_student_backbone_switch():
+    torch.manual_seed(0)
+    model = build_tiny_scalekd("retinanet", overrides=["freeze_student_backbone_iters=3"], warmup_iters=10)
+    with EventStorage(0):
+        losses = model(random_batch(size=SIZE))
+    sum(losses.values()).backward()
+    bottom_up = model.student.backbone.bottom_up
+    assert all(p.grad is None for p in bottom_up.parameters())
+    assert all(p.grad is not None for n, p in model.student.backbone.named_parameters() if not n.startswith("bottom_up."))
+    assert model.distillers.sdf.adapters[0].proj.weight.grad is not None
+    model.zero_grad(set_to_none=True)
+    with EventStorage(3):
+        losses = model(random_batch(size=SIZE))
+    sum(losses.values()).backward()
+    assert any(p.grad is not None for p in bottom_up.parameters())
+
+
+def test_cascade_all_stages_and_mask_rcnn_box_branch():
+    torch.manual_seed(0)
+    cascade = build_tiny_scalekd("cascade_rcnn", overrides=["csa_cascade_stages=all", "metrics_period=1"], warmup_iters=0)
+    assert cascade.assistant.module.head.stages == [0, 1, 2]
+    with EventStorage(0) as storage:
+        losses = cascade(random_batch(num_images=1, size=SIZE))
+        logged = set(storage.histories())
+    assert {f"loss_cls_stage{k}" for k in range(3)} <= set(losses) and KD_KEYS <= set(losses)
+    assert {f"csa_loss_box_reg_stage{k}" for k in range(3)} <= logged
+    assert all(torch.isfinite(v) for v in losses.values())
+
+    # Mask R-CNN: the box branch is distilled, the mask head trains normally
+    mask_rcnn = LazyConfig.load(tiny_models_path(), keys="mask_rcnn")  # a config-building function
+    cfg = load_tiny_config("faster_rcnn")
+    cfg.model.student = mask_rcnn(18)
+    cfg.model.teacher.model = mask_rcnn(34)
+    model = instantiate(cfg.model).train()
+    batch = random_batch(num_images=1, size=SIZE)
+    for x in batch:
+        boxes = x["instances"].gt_boxes.tensor
+        masks = torch.zeros(len(boxes), *SIZE, dtype=torch.bool)
+        for i, (x0, y0, x1, y1) in enumerate(boxes.round().long().tolist()):
+            masks[i, y0:y1, x0:x1] = True
+        x["instances"].gt_masks = BitMasks(masks)
+    with EventStorage(0):
+        losses = model(batch)
+    assert "loss_mask" in losses and KD_KEYS <= set(losses)
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_non_finite_assistant_loss_stops_training_at_the_next_log():
+    model = build_tiny_scalekd("retinanet", overrides=["metrics_period=5"])
+    with EventStorage(0) as storage:
+        model._log_assistant({"loss_cls": torch.tensor(0.5)}, iteration=5)
+        assert storage.histories()["csa_loss_cls"].latest() == 0.5
+        model._log_assistant({"loss_cls": torch.tensor(float("nan"))}, iteration=6)  # not a logging iteration
+        with pytest.raises(FloatingPointError, match="csa_loss_cls"):
+            model._log_assistant({"loss_cls": torch.tensor(float("nan"))}, iteration=10)
+
+
+def test_sdf_on_fpn_levels_option():
+    overrides = [
+        "distillers.sdf.student_module=backbone",
+        "distillers.sdf.teacher_module=backbone",
+        "distillers.sdf.student_features=[p3,p4,p5]",
+        "distillers.sdf.teacher_features=[p4,p5,p6]",  # a 2x teacher's P_{l+1} has the student's P_l size
+        "distillers.sdf.student_channels=64",
+        "distillers.sdf.teacher_channels=64",
+        "distillers.sdf.spatial_align=exact",
+    ]
+    model = build_tiny_scalekd("retinanet", overrides=overrides, warmup_iters=10)
+    assert len(model.distillers.sdf.embeddings) == 3
+    with EventStorage(0):
+        losses = model(random_batch(size=SIZE))
+    assert torch.isfinite(losses["loss_kd_sdf"]) and losses["loss_kd_sdf"] > 0

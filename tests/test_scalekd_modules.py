@@ -1,0 +1,254 @@
+"""ScaleKD building blocks: SDF, multi-scale cross-attention, losses, the teacher-image mapper."""
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from scalekd import (
+    AssistantTrainer,
+    MultiScaleCrossAttention,
+    ScaleDecoupledEmbedding,
+    ScaleKDDatasetMapper,
+    SDFDistiller,
+    SharedDilatedBottleneck,
+    default_level_pairs,
+    make_teacher_image,
+)
+from scalekd.losses import dense_cls_mimic_loss, roi_box_mimic_loss, roi_cls_mimic_loss
+
+
+# ----------------------------------------------------------------------------- SDF
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: on a shared, oversubscribed CPU two spinning threads run ~5x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+def test_sdf_embedding_shape_and_weight_sharing():
+    emb = ScaleDecoupledEmbedding(32, embed_dims=(256, 256), dilations=(1, 2, 3))
+    x = torch.randn(2, 32, 5, 7)
+    out = emb(x)
+    assert out.shape == (2, 35, 768)
+    # one bottleneck and one MLP shared by the three branches
+    convs = [m for m in emb.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 3
+    branches = emb.bottleneck(x)
+    assert len(branches) == 3 and all(b.shape == x.shape for b in branches)
+    assert not torch.allclose(branches[0], branches[1])  # the dilation changes the branch
+    with pytest.raises(ValueError, match="expects"):
+        emb(torch.randn(2, 16, 5, 7))
+
+
+def test_shared_bottleneck_branch_equals_dilated_conv():
+    block = SharedDilatedBottleneck(8, dilations=(2,))
+    x = torch.randn(1, 8, 6, 6)
+    y = F.relu(block.conv1(x))
+    z = F.conv2d(y, block.conv2.weight, block.conv2.bias, padding=2, dilation=2)
+    expected = F.relu(x + block.conv3(F.relu(z)))
+    assert torch.allclose(block(x)[0], expected, atol=1e-6)
+
+
+def _records(student, teacher, module="backbone.bottom_up", s_name="res5", t_name="res5"):
+    return {module: {s_name: student}}, {module: {t_name: teacher}}
+
+
+def test_sdf_loss_value_frozen_block_and_detached_teacher():
+    torch.manual_seed(0)
+    d = SDFDistiller(student_channels=16, teacher_channels=32, weight=0.5)
+    assert all(not p.requires_grad for p in d.embeddings.parameters())  # frozen random init
+    assert all(p.requires_grad for p in d.adapters.parameters())
+    s = torch.randn(2, 16, 4, 4, requires_grad=True)
+    t = torch.randn(2, 32, 8, 8, requires_grad=True)  # a 2x teacher: pooled 2x2
+    out = d(*_records(s, t), None, iteration=0)
+    assert set(out) == {"loss_kd_sdf"}
+    e_s = d.embeddings[0](d.adapters[0](s))
+    e_t = d.embeddings[0](F.avg_pool2d(t, 2))
+    expected = 0.5 * (e_s - e_t).pow(2).sum(-1).mean()
+    assert torch.allclose(out["loss_kd_sdf"], expected, rtol=1e-5)
+    out["loss_kd_sdf"].backward()
+    assert t.grad is None  # teacher path detached
+    assert s.grad is not None and d.adapters[0].proj.weight.grad is not None
+    assert all(p.grad is None for p in d.embeddings.parameters())
+
+
+def test_sdf_trainable_switch_and_mean_reduction():
+    d = SDFDistiller(student_channels=8, teacher_channels=8, trainable=True, reduction="mean", weight=1.0)
+    assert all(p.requires_grad for p in d.embeddings.parameters())
+    s, t = torch.randn(1, 8, 3, 3), torch.randn(1, 8, 3, 3)
+    e_s, e_t = d.embed_pair(0, s, t)
+    assert e_s.shape == (1, 9, 768)
+    loss = d.losses(*_records(s, t), None)["loss_kd_sdf"]
+    assert torch.allclose(loss, (e_s - e_t).pow(2).mean())
+    with pytest.raises(ValueError, match="reduction"):
+        SDFDistiller(student_channels=8, teacher_channels=8, reduction="sum")
+
+
+def test_sdf_student_c4_pairing_and_exact_alignment():
+    # a 2x teacher's C5 has the size of the student's C4: pair them without pooling
+    d = SDFDistiller(student_channels=16, teacher_channels=32, student_features=["res4"], spatial_align="exact")
+    s, t = torch.randn(2, 16, 6, 6), torch.randn(2, 32, 6, 6)
+    loss = d(*_records(s, t, s_name="res4"), None, iteration=0)["loss_kd_sdf"]
+    assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match="exact"):
+        d(*_records(s, torch.randn(2, 32, 12, 12), s_name="res4"), None, iteration=0)
+
+
+def test_sdf_channel_mismatch_is_an_error():
+    d = SDFDistiller(student_channels=16, teacher_channels=32)
+    with pytest.raises(ValueError, match="input channels"):
+        d(*_records(torch.randn(1, 24, 4, 4), torch.randn(1, 32, 4, 4)), None, iteration=0)
+    with pytest.raises(ValueError, match="same length"):
+        SDFDistiller(student_channels=16, teacher_channels=32, student_features=["res4", "res5"])
+
+
+# ----------------------------------------------------------------------------- CSA attention
+@pytest.mark.parametrize("level,size", [("p3", (13, 17)), ("p5", (4, 5)), ("p7", (1, 2))])
+def test_msc_attention_shapes_with_other_teacher_width(level, size):
+    attn = MultiScaleCrossAttention(embed_dim=64, teacher_dim=32, num_heads=8, num_groups=2, zero_init_residual=False)
+    zs = torch.randn(2, 64, *size)
+    zt = torch.randn(2, 32, *size)  # rates (8, 4) on a 13x17 map: padded to a multiple of the rate
+    out = attn(zs, zt, level)
+    assert out.shape == zs.shape and torch.isfinite(out).all()
+    # keys/values may come from a map of another size (e.g. the teacher's coarsest level)
+    assert attn(zs, torch.randn(2, 32, size[0] * 2, size[1] * 2), level).shape == zs.shape
+
+
+def test_msc_attention_zero_init_is_identity_and_errors():
+    attn = MultiScaleCrossAttention(embed_dim=32, teacher_dim=16, num_heads=4, num_groups=2)
+    zs = torch.randn(1, 32, 6, 6)
+    assert torch.allclose(attn(zs, torch.randn(1, 16, 6, 6), "p4"), zs)
+    assert {k for k in attn.reductions} == {"group0_rate8", "group0_rate4", "group0_rate2", "group0_rate1",
+                                             "group1_rate4", "group1_rate2", "group1_rate1"}
+    with pytest.raises(ValueError, match="teacher maps"):
+        attn(zs, torch.randn(1, 8, 6, 6), "p4")  # wrong teacher width: no silent broadcast
+    with pytest.raises(KeyError, match="no rates"):
+        attn(zs, torch.randn(1, 16, 6, 6), "p9")
+    with pytest.raises(ValueError, match="divisible"):
+        MultiScaleCrossAttention(embed_dim=30, teacher_dim=16, num_heads=4)
+    with pytest.raises(ValueError, match="rates"):
+        MultiScaleCrossAttention(embed_dim=32, teacher_dim=16, num_heads=4, num_groups=2, level_rates={"p3": (1,)})
+
+
+def test_msc_attention_uses_grouped_rates():
+    """Group g attends to MSC(Z^T, r_g): recompute head outputs by hand."""
+    torch.manual_seed(0)
+    attn = MultiScaleCrossAttention(embed_dim=16, teacher_dim=8, num_heads=4, num_groups=2,
+                                    level_rates={"p4": (2, 1)}, zero_init_residual=False)
+    zs, zt = torch.randn(1, 16, 4, 4), torch.randn(1, 8, 4, 4)
+    tokens = zs.flatten(2).transpose(1, 2)
+    q = attn.q_proj(attn.query_norm(tokens)).view(1, 16, 4, 4).transpose(1, 2)
+    heads = []
+    for g, r in enumerate((2, 1)):
+        x = attn.reductions[f"group{g}_rate{r}"](zt)
+        k, v = attn.kv_proj[g](x.flatten(2).transpose(1, 2)).chunk(2, -1)
+        v = v + attn.value_pos[g](v.transpose(1, 2).reshape(1, 8, *x.shape[-2:])).flatten(2).transpose(1, 2)
+        k = k.view(1, -1, 2, 4).transpose(1, 2)
+        v = v.reshape(1, -1, 2, 4).transpose(1, 2)
+        w = torch.softmax(q[:, 2 * g : 2 * g + 2] @ k.transpose(-1, -2) / 2.0, dim=-1)
+        heads.append(w @ v)
+        assert k.shape[2] == (16 // (r * r))  # 4x4 teacher tokens reduced by r x r
+    y = tokens + attn.out_proj(torch.cat(heads, 1).transpose(1, 2).reshape(1, 16, 16))
+    y = y + attn.ffn(attn.ffn_norm(y))
+    assert torch.allclose(attn(zs, zt, "p4"), y.transpose(1, 2).reshape(1, 16, 4, 4), atol=1e-5)
+
+
+def test_default_level_pairs():
+    t = ["p3", "p4", "p5", "p6", "p7"]
+    assert default_level_pairs(["p3", "p4", "p5", "p6", "p7"], t, 1) == {"p3": "p4", "p4": "p5", "p5": "p6", "p6": "p7", "p7": "p7"}
+    assert default_level_pairs(["p3", "p7"], t, 0) == {"p3": "p3", "p7": "p7"}
+    with pytest.raises(ValueError, match="needs teacher level 'p2'"):
+        default_level_pairs(["p2", "p3"], t, 0)  # a two-stage student vs a RetinaNet teacher's levels
+    with pytest.raises(ValueError, match="no FPN levels"):
+        default_level_pairs(["p3"], ["res4", "res5"], 1)
+
+
+def test_assistant_trainer_step_state_and_device():
+    module = torch.nn.Linear(3, 2)
+    trainer = AssistantTrainer(module, lr=0.1, weight_decay=0.0)
+    before = module.weight.detach().clone()
+    trainer.step(module(torch.randn(4, 3)).pow(2).sum())
+    assert not torch.equal(before, module.weight) and module.weight.grad is None
+    state = trainer.state_dict()
+    assert set(state) == {"model", "optimizer"} and state["optimizer"]["state"]
+    other = AssistantTrainer(torch.nn.Linear(3, 2))
+    other.load_state_dict(state)
+    assert torch.equal(other.module.weight, module.weight)
+    assert torch.equal(other.optimizer.state_dict()["state"][0]["exp_avg"], state["optimizer"]["state"][0]["exp_avg"])
+    with pytest.raises(KeyError, match="'model' and 'optimizer'"):
+        other.load_state_dict({"model": state["model"]})
+
+
+# ----------------------------------------------------------------------------- losses
+def test_dense_cls_mimic_is_kl_with_bce_gradient():
+    s = torch.randn(2, 10, 3, requires_grad=True)
+    a = torch.randn(2, 10, 3)
+    loss = dense_cls_mimic_loss(s, a, normalizer=4.0)
+    bce = F.binary_cross_entropy_with_logits(s, a.sigmoid(), reduction="sum") / 4.0
+    g1 = torch.autograd.grad(loss, s)[0]
+    g2 = torch.autograd.grad(bce, s)[0]
+    assert torch.allclose(g1, g2, atol=1e-6) and loss > 0
+    assert dense_cls_mimic_loss(a.clone(), a, 4.0).abs() < 1e-4
+
+
+def test_roi_mimic_losses():
+    r, k = 6, 3
+    s_scores, a_scores = torch.randn(r, k + 1), torch.randn(r, k + 1)
+    kl = roi_cls_mimic_loss(s_scores, a_scores, temperature=2.0)
+    p_a = F.softmax(a_scores / 2, -1)
+    expected = (p_a * (F.log_softmax(a_scores / 2, -1) - F.log_softmax(s_scores / 2, -1))).sum(-1).mean() * 4
+    assert torch.allclose(kl, expected, atol=1e-6)
+    s_d, a_d = torch.randn(r, k * 4), torch.randn(r, k * 4)
+    gt = torch.tensor([0, 2, 3, 1, 3, 3])  # 3 = background
+    fg = gt < k
+    idx = torch.nonzero(fg).squeeze(1)
+    sel_s = s_d.view(r, k, 4)[idx, gt[idx]]
+    sel_a = a_d.view(r, k, 4)[idx, gt[idx]]
+    expected = F.smooth_l1_loss(sel_s, sel_a, beta=1.0, reduction="sum") / r
+    assert torch.allclose(roi_box_mimic_loss(s_d, a_d, gt, k, beta=1.0), expected, atol=1e-6)
+    # class-agnostic deltas
+    expected = F.l1_loss(s_d[:, :4][fg], a_d[:, :4][fg], reduction="sum") / r
+    assert torch.allclose(roi_box_mimic_loss(s_d[:, :4], a_d[:, :4], gt, k, beta=0.0), expected, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- mapper
+def _dataset_dict(tmp_path, h=48, w=64):
+    import cv2
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    path = os.path.join(str(tmp_path), "img.png")
+    cv2.imwrite(path, img)
+    ann = {"bbox": [4, 6, 20, 18], "bbox_mode": 1, "category_id": 1, "iscrowd": 0}
+    return {"file_name": path, "height": h, "width": w, "image_id": 0, "annotations": [ann]}
+
+
+def test_mapper_adds_teacher_image_once_augmented(tmp_path):
+    import detectron2.data.transforms as T
+
+    augs = [T.ResizeShortestEdge(32, max_size=1000), T.RandomFlip(prob=1.0)]
+    mapper = ScaleKDDatasetMapper(is_train=True, augmentations=augs, image_format="BGR", teacher_scale=2.0)
+    out = mapper(_dataset_dict(tmp_path))
+    img, teacher = out["image"], out["teacher_image"]
+    assert img.shape == (3, 32, 43) and teacher.shape == (3, 64, 86) and teacher.dtype == torch.uint8
+    # the teacher sees the same (flipped, resized) image: pooling it back gives the student's image
+    pooled = F.avg_pool2d(teacher[None].float(), 2)[0]
+    assert (pooled - img.float()).abs().mean() < 12
+    flipped_back = F.avg_pool2d(teacher.flip(-1)[None].float(), 2)[0]
+    assert (flipped_back - img.float()).abs().mean() > (pooled - img.float()).abs().mean() + 5
+    assert out["instances"].gt_boxes.tensor.shape == (1, 4)
+
+
+def test_mapper_same_resolution_and_format(tmp_path):
+    same = ScaleKDDatasetMapper(is_train=True, augmentations=[], image_format="BGR", teacher_scale=1.0)
+    assert "teacher_image" not in same(_dataset_dict(tmp_path))
+    rgb = ScaleKDDatasetMapper(is_train=True, augmentations=[], image_format="BGR", teacher_scale=1.0, teacher_image_format="RGB")
+    out = rgb(_dataset_dict(tmp_path))
+    assert torch.equal(out["teacher_image"], out["image"].flip(0))
+    with pytest.raises(ValueError, match="BGR and RGB"):
+        ScaleKDDatasetMapper(is_train=True, augmentations=[], image_format="BGR", teacher_image_format="L")
+    assert make_teacher_image(torch.zeros(3, 5, 7, dtype=torch.uint8), 2.0).shape == (3, 10, 14)

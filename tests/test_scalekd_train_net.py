@@ -1,0 +1,110 @@
+"""ScaleKD through tools/lazyconfig_train_net.py (in-process): train, checkpoint, --resume.
+
+The run continues the CSA warm-up schedule and the assistant's Adam state after resuming."""
+import importlib.util
+import json
+import os
+import types
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import detectron2.data.transforms as T
+from detectron2.config import LazyCall as L
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import BoxMode
+
+from scalekd.testing import load_tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATASET = "scalekd_test_tiny_train"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: on a shared, oversubscribed CPU two spinning threads run ~5x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _train_net():
+    spec = importlib.util.spec_from_file_location("scalekd_test_train_net", os.path.join(ROOT, "tools", "lazyconfig_train_net.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    """4 random 96x128 images with 3 boxes each, registered in-process."""
+    root = tmp_path_factory.mktemp("scalekd_data")
+    rng = np.random.default_rng(0)
+    dicts = []
+    for i in range(4):
+        path = str(root / f"{i}.png")
+        cv2.imwrite(path, rng.integers(0, 256, (96, 128, 3), dtype=np.uint8))
+        anns = []
+        for _ in range(3):
+            x, y = rng.uniform(0, 80), rng.uniform(0, 50)
+            w, h = rng.uniform(8, 40), rng.uniform(8, 40)
+            anns.append({"bbox": [x, y, w, h], "bbox_mode": BoxMode.XYWH_ABS, "category_id": int(rng.integers(0, 4)), "iscrowd": 0})
+        dicts.append({"file_name": path, "height": 96, "width": 128, "image_id": i, "annotations": anns})
+    if DATASET in DatasetCatalog.list():
+        DatasetCatalog.remove(DATASET)
+    DatasetCatalog.register(DATASET, lambda: dicts)
+    MetadataCatalog.get(DATASET).set(thing_classes=["a", "b", "c", "d"])
+    return DATASET
+
+
+def _config(output_dir, teacher_ckpt, max_iter):
+    cfg = load_tiny_config("retinanet", random_teacher=False, warmup_iters=3)
+    cfg.model.teacher.weights = teacher_ckpt
+    cfg.dataloader.train.dataset.names = DATASET
+    cfg.dataloader.train.mapper.augmentations = [L(T.ResizeShortestEdge)(short_edge_length=96, max_size=128)]
+    cfg.dataloader.train.total_batch_size = 2
+    cfg.train.output_dir = output_dir
+    cfg.train.max_iter = max_iter
+    cfg.train.log_period = 1
+    cfg.train.checkpointer.period = 100
+    cfg.train.eval_period = 0
+    del cfg.dataloader.evaluator  # Detectron2's EvalHook evaluates after the last iteration otherwise
+    return cfg
+
+
+def test_train_and_resume_continue_warmup_and_assistant_state(tmp_path, tiny_dataset):
+    train_net = _train_net()
+    # a teacher checkpoint made here (random weights) instead of a trained one
+    teacher = load_tiny_config("retinanet").model.teacher.model
+    from detectron2.config import instantiate
+
+    torch.manual_seed(0)
+    teacher_ckpt = str(tmp_path / "teacher.pth")
+    torch.save({"model": instantiate(teacher).state_dict()}, teacher_ckpt)
+    out = str(tmp_path / "run")
+
+    train_net.do_train(types.SimpleNamespace(resume=False), _config(out, teacher_ckpt, max_iter=3))
+    first = torch.load(os.path.join(out, "model_final.pth"), weights_only=False)
+    assert first["iteration"] == 2
+    steps = {float(s["step"]) for s in first["scalekd_assistant"]["optimizer"]["state"].values()}
+    assert steps == {3.0}
+
+    train_net.do_train(types.SimpleNamespace(resume=True), _config(out, teacher_ckpt, max_iter=5))
+    final = torch.load(os.path.join(out, "model_final.pth"), weights_only=False)
+    assert final["iteration"] == 4
+    steps = {float(s["step"]) for s in final["scalekd_assistant"]["optimizer"]["state"].values()}
+    assert steps == {5.0}  # the assistant's Adam continued from the checkpoint (3 + 2 steps)
+
+    with open(os.path.join(out, "metrics.json")) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    by_iter = {r["iteration"]: r for r in rows if "loss_kd_csa_cls" in r}
+    assert sorted(by_iter) == [0, 1, 2, 3, 4]
+    for it, row in by_iter.items():
+        assert all(np.isfinite(v) for k, v in row.items() if k.startswith(("loss", "csa_")))
+        assert "csa_loss_cls" in row and "loss_kd_sdf" in row
+        if it < 3:  # warm-up: the mimic terms are off, the assistant trains
+            assert row["loss_kd_csa_cls"] == 0.0
+        else:  # the resumed run switched them on at the configured iteration
+            assert row["loss_kd_csa_cls"] > 0.0
