@@ -24,6 +24,7 @@ from .builtin import (
     register_validated_coco_instances,
     validate_coco_json,
 )
+from .subset import first_images
 from .synthetic import (
     SYNTHETIC_CLASSES,
     SyntheticDatasetError,

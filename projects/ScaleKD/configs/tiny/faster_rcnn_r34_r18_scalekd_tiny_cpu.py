@@ -10,5 +10,4 @@ model.teacher.weights = "output/tiny/faster_rcnn_r34/model_final.pth"
 model.distillers.sdf.weight = 0.07
 model.csa_cls_weight.weight = 0.5
 model.csa_bbox_weight.weight = 0.2
-optimizer.lr = 0.02
 train.output_dir = "output/tiny/faster_rcnn_r34_r18_scalekd"

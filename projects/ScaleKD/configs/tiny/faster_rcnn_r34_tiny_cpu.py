@@ -3,5 +3,4 @@ from ..common.tiny_cpu import dataloader, lr_multiplier, optimizer, train
 from ..common.tiny_models import faster_rcnn
 
 model = faster_rcnn(34)
-optimizer.lr = 0.02
 train.output_dir = "output/tiny/faster_rcnn_r34"
