@@ -166,6 +166,38 @@ class MultiScaleCrossAttention(nn.Module):
         y = y + self.ffn(self.ffn_norm(y))
         return y.transpose(1, 2).reshape(b, c, h, w)
 
+    @torch.no_grad()
+    def attention_weights(self, student: torch.Tensor, teacher: torch.Tensor, level: str) -> List[torch.Tensor]:
+        """The softmax weights :meth:`forward` applies, for visualisation (no gradient).
+
+        Args: as :meth:`forward`: student (B, C, H, W), teacher (B, C_T, H_T, W_T), student level name.
+        Returns: per head group g, a (B, num_heads / num_groups, H * W, h_g, w_g) tensor: for every
+            student token (row-major over (H, W)) its weights over the group's reduced teacher grid
+            (h_g, w_g) = (ceil(H_T / r_g), ceil(W_T / r_g)); each (h_g, w_g) slice sums to 1.
+        """
+        if level not in self.level_rates:
+            raise KeyError(f"MultiScaleCrossAttention: no rates for level '{level}' (have {sorted(self.level_rates)}).")
+        if student.dim() != 4 or student.shape[1] != self.embed_dim:
+            raise ValueError(f"CSA expects student maps (B, {self.embed_dim}, H, W), got {tuple(student.shape)} at '{level}'.")
+        if teacher.dim() != 4 or teacher.shape[1] != self.teacher_dim or teacher.shape[0] != student.shape[0]:
+            raise ValueError(
+                f"CSA expects teacher maps (B={student.shape[0]}, {self.teacher_dim}, H, W), got {tuple(teacher.shape)} at '{level}'."
+            )
+        b, _, h, w = student.shape
+        tokens = student.flatten(2).transpose(1, 2)
+        q = self.q_proj(self.query_norm(tokens)).view(b, h * w, self.num_heads, self.head_dim).transpose(1, 2)
+        heads_per_group = self.num_heads // self.num_groups
+        weights = []
+        for g, rate in enumerate(self.level_rates[level]):
+            x = self.reductions[f"group{g}_rate{rate}"](teacher)
+            hr, wr = x.shape[-2:]
+            k = self.kv_proj[g](x.flatten(2).transpose(1, 2)).chunk(2, dim=-1)[0]
+            k = k.view(b, hr * wr, heads_per_group, self.head_dim).transpose(1, 2)
+            q_g = q[:, g * heads_per_group : (g + 1) * heads_per_group]
+            logits = q_g @ k.transpose(-2, -1) / self.head_dim**0.5  # SDPA's default scale
+            weights.append(logits.softmax(dim=-1).view(b, heads_per_group, h * w, hr, wr))
+        return weights
+
 
 class RoIBoxAssistantHead(nn.Module):
     """Two-stage assistant head: ROIAlign on the student's sampled proposals + box head(s) +

@@ -7,7 +7,7 @@
 #   query_kd    teacher queries as an extra group in the student decoder (same pass), supervised with GT
 #               under the teacher's assignment ("teacher"; "fresh" = the official code's actual behaviour)
 #   relation_kd content-query InfoNCE (T=0.07, weight 0.2): off (None) by default, see *_relation.py
-# Each component can be switched off from the command line: model.logits_kd=None, model.feature_kd=None,
+# Each component can be switched off from the command line (Hydra override syntax: null): model.logits_kd=null, model.feature_kd=null,
 # model.query_kd=False; weights: model.logits_kd_weight=..., and LossWeightSchedule objects in configs.
 from detectron2.config import LazyCall as L
 

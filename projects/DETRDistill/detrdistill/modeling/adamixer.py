@@ -374,10 +374,7 @@ class AdaMixer(DETRBase):
             select_box_nums_for_evaluation=select_box_nums_for_evaluation,
         )
         in_features = list(in_features)
-        shapes = backbone.output_shape()
-        missing = [f for f in in_features if f not in shapes]
-        if missing:
-            raise ValueError(f"AdaMixer: backbone has no outputs {missing}; it provides {sorted(shapes)}.")
+        shapes = self.backbone_shapes(backbone, in_features)
         if num_stages < 1:
             raise ValueError(f"AdaMixer: num_stages must be >= 1, got {num_stages}.")
         self.backbone = backbone

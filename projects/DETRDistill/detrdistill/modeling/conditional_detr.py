@@ -394,9 +394,7 @@ class ConditionalDETR(DETRBase):
             size_divisibility=size_divisibility,
             select_box_nums_for_evaluation=select_box_nums_for_evaluation,
         )
-        shapes = backbone.output_shape()
-        if in_feature not in shapes:
-            raise ValueError(f"ConditionalDETR: backbone has no output '{in_feature}'; it provides {sorted(shapes)}.")
+        shapes = self.backbone_shapes(backbone, [in_feature])
         if hidden_dim % num_heads != 0:
             raise ValueError(f"ConditionalDETR: hidden_dim={hidden_dim} is not divisible by num_heads={num_heads}.")
         self.backbone = backbone

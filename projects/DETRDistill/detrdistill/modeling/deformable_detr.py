@@ -355,10 +355,7 @@ class DeformableDETR(DETRBase):
             select_box_nums_for_evaluation=select_box_nums_for_evaluation,
         )
         in_features = list(in_features)
-        shapes = backbone.output_shape()
-        missing = [f for f in in_features if f not in shapes]
-        if missing:
-            raise ValueError(f"DeformableDETR: backbone has no outputs {missing}; it provides {sorted(shapes)}.")
+        shapes = self.backbone_shapes(backbone, in_features)
         if num_feature_levels < len(in_features):
             raise ValueError(
                 f"DeformableDETR: num_feature_levels={num_feature_levels} < {len(in_features)} in_features."

@@ -92,6 +92,14 @@ class DETRBase(nn.Module):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
+    def backbone_shapes(self, backbone, features: Sequence[str]):
+        """``backbone.output_shape()``, after checking that it provides every name in ``features``."""
+        shapes = backbone.output_shape()
+        missing = [f for f in features if f not in shapes]
+        if missing:
+            raise ValueError(f"{type(self).__name__}: backbone has no outputs {missing}; it provides {sorted(shapes)}.")
+        return shapes
+
     # ------------------------------------------------------------------ interface
     def run(self, images: ImageList, extra_queries=None) -> DETROutputs:
         raise NotImplementedError
