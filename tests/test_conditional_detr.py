@@ -241,7 +241,7 @@ def test_inference_format_and_rescaling():
 
 
 def test_bad_construction_errors():
-    with pytest.raises(ValueError, match="no output 'res4'"):
+    with pytest.raises(ValueError, match=r"no outputs \['res4'\]"):
         build_tiny(in_feature="res4")
     with pytest.raises(ValueError, match="divisible"):
         build_tiny(num_heads=7)

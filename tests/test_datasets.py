@@ -303,3 +303,26 @@ def test_shared_datasets_registered_from_env(restore_registration, monkeypatch):
     with pytest.raises(FileNotFoundError, match="not a directory"):
         register_shared_datasets(os.path.join(root, "does_not_exist"))
     assert kd_data.default_datasets_root() == os.path.abspath(root)
+
+
+def test_empty_dataset_and_all_images_without_boxes_give_clear_errors(tmp_path):
+    import json
+
+    from detectron2.data import get_detection_dataset_dicts
+
+    from kd_core.data import register_validated_coco_instances
+
+    categories = [{"id": 1, "name": "thing"}]
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"images": [], "annotations": [], "categories": categories}))
+    register_validated_coco_instances("kd_test_empty", {}, str(empty), str(tmp_path), replace=True)
+    with pytest.raises(Exception, match="kd_test_empty"):
+        get_detection_dataset_dicts("kd_test_empty")
+
+    boxless = tmp_path / "boxless.json"
+    images = [{"id": i, "file_name": f"{i}.jpg", "height": 32, "width": 32} for i in (1, 2)]
+    boxless.write_text(json.dumps({"images": images, "annotations": [], "categories": categories}))
+    register_validated_coco_instances("kd_test_boxless", {}, str(boxless), str(tmp_path), replace=True)
+    with pytest.raises(Exception, match="kd_test_boxless"):
+        get_detection_dataset_dicts("kd_test_boxless", filter_empty=True)  # nothing left to train on
+    assert len(get_detection_dataset_dicts("kd_test_boxless", filter_empty=False)) == 2  # kept when asked

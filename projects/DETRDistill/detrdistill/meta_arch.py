@@ -21,7 +21,7 @@ from torch import nn
 
 from kd_core.distiller import as_schedule
 from kd_core.matching import HungarianMatcher
-from kd_core.meta_arch import DistillationDetector, teacher_inputs
+from kd_core.meta_arch import DistillationDetector
 from kd_core.schedules import LossWeightSchedule, current_iteration
 from kd_core.teacher import FrozenTeacher
 
@@ -37,10 +37,15 @@ from .distill.relation_kd import QueryRelationDistillation
 from .modeling.detr_base import DETRBase
 from .modeling.outputs import DETROutputs
 
-__all__ = ["DETRDistillDetector"]
+__all__ = ["DETRDistillDetector", "run_detr"]
 
 logger = logging.getLogger(__name__)
 Weight = Union[float, LossWeightSchedule]
+
+
+def run_detr(model: DETRBase, batched_inputs: List[dict]) -> DETROutputs:
+    """Raw outputs of a DETR-family model (no post-processing): the teacher forward of DETRDistill."""
+    return model.run(model.preprocess_image(batched_inputs))
 
 
 def _zeros_tied_to(module: Optional[nn.Module], names) -> Dict[str, torch.Tensor]:
@@ -92,7 +97,7 @@ class DETRDistillDetector(DistillationDetector):
         teacher_image_key: str = "teacher_image",
     ):
         super().__init__(
-            student=student, teacher=teacher, distillers={}, teacher_forward="full", teacher_image_key=teacher_image_key
+            student=student, teacher=teacher, distillers={}, teacher_forward=run_detr, teacher_image_key=teacher_image_key
         )
         t = teacher.model
         for role, m in (("student", student), ("teacher", t)):
@@ -128,10 +133,6 @@ class DETRDistillDetector(DistillationDetector):
         }
 
     # ------------------------------------------------------------------ helpers
-    def _teacher_outputs(self, batched_inputs: List[dict]) -> DETROutputs:
-        inputs = teacher_inputs(batched_inputs, self.teacher_image_key)
-        return self.teacher.run(lambda m, x: m.run(m.preprocess_image(x)), inputs)
-
     def _needs_teacher_assignment(self) -> bool:
         paper_logits = self.logits_kd is not None and self.logits_kd.mode == "paper"
         return paper_logits or (self.query_kd and self.query_kd_assignment == "teacher")
@@ -141,7 +142,7 @@ class DETRDistillDetector(DistillationDetector):
         student = self.student
         images = student.preprocess_image(batched_inputs)
         targets = student.prepare_targets(batched_inputs)
-        t_out = self._teacher_outputs(batched_inputs)
+        t_out = self.run_teacher(batched_inputs)  # run_detr under no_grad, eval mode
         extra = t_out.query_embed.detach() if self.query_kd else None
         s_out = student.run(images, extra_queries=extra)
         losses, _ = student.compute_losses(s_out, targets)
