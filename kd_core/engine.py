@@ -4,7 +4,7 @@ Everything here plugs into Detectron2's trainers and hooks; nothing replaces the
 """
 import logging
 import os
-from typing import Dict, Optional
+from typing import Dict
 
 import torch
 from detectron2.engine import AMPTrainer, HookBase, SimpleTrainer
@@ -117,6 +117,3 @@ def check_output_dir(output_dir: str, resume: bool) -> None:
             "nothing was written."
         )
 
-
-def model_num_parameters(model) -> Optional[int]:
-    return sum(p.numel() for p in unwrap(model).parameters())

@@ -4,7 +4,7 @@ The cost matrix for the whole batch is computed in one vectorized pass on the
 tensors' device; only the assignment itself runs on CPU, because
 ``scipy.optimize.linear_sum_assignment`` needs it (one device->host copy per call).
 """
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -137,7 +137,6 @@ class HungarianMatcher(nn.Module):
         pred_logits: torch.Tensor,
         pred_boxes: torch.Tensor,
         targets: Sequence[dict],
-        valid_mask: Optional[torch.Tensor] = None,
     ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         """Match a batch.
 
@@ -146,9 +145,8 @@ class HungarianMatcher(nn.Module):
             pred_boxes: (B, N, 4) normalized cxcywh boxes.
             targets: per image a dict with "labels" ((M_i,) int64, or (M_i, C) probabilities
                 for "soft_bce") and "boxes" ((M_i, 4) normalized cxcywh).
-            valid_mask: optional (B, N) bool; predictions where it is False are never matched.
         Returns:
-            per image ``(pred_idx, tgt_idx)`` int64 tensors of length min(N_valid, M_i).
+            per image ``(pred_idx, tgt_idx)`` int64 tensors of length min(N, M_i).
         """
         bs, num_queries = pred_logits.shape[:2]
         sizes = [len(t["boxes"]) for t in targets]
@@ -159,16 +157,5 @@ class HungarianMatcher(nn.Module):
         tgt_box = torch.cat([t["boxes"] for t in targets])
         cost = self.cost_matrix(pred_logits.flatten(0, 1), pred_boxes.flatten(0, 1), tgt_cls, tgt_box)
         cost = cost.view(bs, num_queries, -1)
-        if valid_mask is not None:
-            # A large finite cost keeps scipy happy and never wins while valid predictions remain.
-            cost = cost.masked_fill(~valid_mask[..., None], 1e8)
         per_image = [c[i] for i, c in enumerate(cost.split(sizes, dim=-1))]
-        if valid_mask is None:
-            return linear_sum_assignment_batch(per_image)
-        # Drop rows that are invalid (only relevant when fewer valid predictions than targets).
-        result = linear_sum_assignment_batch(per_image)
-        out = []
-        for (rows, cols), mask in zip(result, valid_mask):
-            keep = mask[rows]
-            out.append((rows[keep], cols[keep]))
-        return out
+        return linear_sum_assignment_batch(per_image)

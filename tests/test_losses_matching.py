@@ -114,15 +114,6 @@ def test_hungarian_matcher_recovers_permutation_and_zero_gt():
     assert torch.equal(perm[pi], ti)
 
 
-def test_hungarian_matcher_valid_mask_excludes_predictions():
-    boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.5, 0.5, 0.2, 0.2]]])
-    logits = torch.zeros(1, 2, 2)
-    tgt = [{"labels": torch.tensor([0]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}]
-    valid = torch.tensor([[False, True]])
-    (pi, ti), = HungarianMatcher()(logits, boxes, tgt, valid_mask=valid)
-    assert pi.tolist() == [1] and ti.tolist() == [0]
-
-
 def test_loss_weight_schedule():
     s = LossWeightSchedule(0.5, start_iter=10, ramp_iters=4)
     assert [s(i) for i in (0, 9, 10, 11, 13, 100)] == [0.0, 0.0, 0.125, 0.25, 0.5, 0.5]
