@@ -26,10 +26,10 @@ from detrdistill.modeling.adamixer import (
     xyzr_position_embedding,
 )
 from kd_core.matching import HungarianMatcher
+from detr_inputs import NUM_CLASSES, make_inputs, total_loss  # noqa: E402 (tests/ helper)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO, "projects", "DETRDistill", "configs", "adamixer")
-NUM_CLASSES = 5
 HIDDEN = 64
 QUERIES = 20
 IN_FEATURES = ["res2", "res3", "res4", "res5"]
@@ -53,27 +53,6 @@ def build_tiny(**overrides):
     )
     kwargs.update(overrides)
     return AdaMixer(**kwargs)
-
-
-def make_inputs(sizes=((96, 128), (64, 96)), boxes=None, seed=0):
-    """Batched inputs with random images; ``boxes[i]`` = (M, 4) absolute xyxy (default: 1-2 boxes)."""
-    g = torch.Generator().manual_seed(seed)
-    inputs = []
-    for i, (h, w) in enumerate(sizes):
-        if boxes is None:
-            b = torch.tensor([[10.0, 20.0, 60.0, 80.0], [30.0, 20.0, 90.0, 60.0]])[: i + 1]
-        else:
-            b = torch.as_tensor(boxes[i], dtype=torch.float32).reshape(-1, 4)
-        inst = Instances((h, w))
-        inst.gt_boxes = Boxes(b)
-        inst.gt_classes = torch.arange(len(b), dtype=torch.int64) % NUM_CLASSES
-        image = torch.randint(0, 256, (3, h, w), generator=g).to(torch.uint8)
-        inputs.append({"image": image, "instances": inst, "height": 2 * h, "width": 2 * w})
-    return inputs
-
-
-def total_loss(losses):
-    return sum(losses.values())
 
 
 def perturb_zero_init(model, std=0.05):

@@ -21,10 +21,10 @@ from detrdistill.converters.detrex_conditional import (
 from detrdistill.modeling import DETROutputs, SetCriterion, make_resnet_backbone
 from detrdistill.modeling.conditional_detr import ConditionalDETR, make_resnet_dc5_backbone
 from kd_core.matching import HungarianMatcher
+from detr_inputs import NUM_CLASSES, make_inputs, total_loss  # noqa: E402 (tests/ helper)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO, "projects", "DETRDistill", "configs", "conditional_detr")
-NUM_CLASSES = 5
 HIDDEN = 64
 QUERIES = 20
 
@@ -45,27 +45,6 @@ def build_tiny(hidden_dim=HIDDEN, num_decoder_layers=2, **overrides):
     )
     kwargs.update(overrides)
     return ConditionalDETR(**kwargs)
-
-
-def make_inputs(sizes=((96, 128), (64, 96)), boxes=None, seed=0):
-    """Batched inputs with random images; ``boxes[i]`` = (M, 4) absolute xyxy (default: 1-2 boxes)."""
-    g = torch.Generator().manual_seed(seed)
-    inputs = []
-    for i, (h, w) in enumerate(sizes):
-        if boxes is None:
-            b = torch.tensor([[10.0, 20.0, 60.0, 80.0], [30.0, 20.0, 90.0, 60.0]])[: i + 1]
-        else:
-            b = torch.as_tensor(boxes[i], dtype=torch.float32).reshape(-1, 4)
-        inst = Instances((h, w))
-        inst.gt_boxes = Boxes(b)
-        inst.gt_classes = torch.arange(len(b), dtype=torch.int64) % NUM_CLASSES
-        image = torch.randint(0, 256, (3, h, w), generator=g).to(torch.uint8)
-        inputs.append({"image": image, "instances": inst, "height": 2 * h, "width": 2 * w})
-    return inputs
-
-
-def total_loss(losses):
-    return sum(losses.values())
 
 
 def perturb_zero_init(model, std=0.05):
