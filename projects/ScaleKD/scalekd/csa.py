@@ -24,6 +24,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from detectron2.structures import Boxes
 from detectron2.utils import comm
+
+from kd_core.distributed import mean_across_processes
 from torch import nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
@@ -344,9 +346,7 @@ class AssistantTrainer:
         grads = [p.grad for p in self.module.parameters() if p.grad is not None]
         if not grads:
             return
-        flat = _flatten_dense_tensors(grads)
-        dist.all_reduce(flat)
-        flat.div_(world)
+        flat = mean_across_processes(_flatten_dense_tensors(grads))
         for g, synced in zip(grads, _unflatten_dense_tensors(flat, grads)):
             g.copy_(synced)
 

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
-from detectron2.utils import comm
 from torch import nn
 
+from kd_core.distributed import mean_across_processes
 from kd_core.losses import box_l1_loss, giou_loss, pairwise_giou_cxcywh, soft_bce_with_logits
 from kd_core.matching import linear_sum_assignment_batch, soft_bce_class_cost
 
@@ -44,12 +43,7 @@ def reduce_normalizers(counts: torch.Tensor) -> torch.Tensor:
     Returns:
         (K,) counts averaged across processes and clamped to at least 1, as DETR's ``num_boxes``.
     """
-    world_size = comm.get_world_size()
-    if world_size > 1 and dist.is_available() and dist.is_initialized():
-        counts = counts.clone()
-        dist.all_reduce(counts)
-        counts = counts / world_size
-    return counts.clamp(min=1.0)
+    return mean_across_processes(counts).clamp(min=1.0)
 
 
 @dataclass

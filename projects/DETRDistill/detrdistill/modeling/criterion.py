@@ -6,11 +6,10 @@ one Hungarian call and all losses are computed for all layers at once.
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
-from detectron2.utils import comm
+from kd_core.distributed import mean_across_processes
 from kd_core.losses import box_l1_loss, giou_loss
 
 __all__ = ["SetCriterion", "LayerIndices", "num_boxes_across_processes"]
@@ -30,12 +29,7 @@ def num_boxes_across_processes(targets: Sequence[dict], device) -> torch.Tensor:
     same number even when their images hold different numbers of boxes.
     """
     total = float(sum(len(t["boxes"]) for t in targets))
-    num_boxes = torch.as_tensor(total, dtype=torch.float32, device=device)
-    world_size = comm.get_world_size()
-    if world_size > 1 and dist.is_available() and dist.is_initialized():
-        dist.all_reduce(num_boxes)
-        num_boxes = num_boxes / world_size
-    return num_boxes.clamp(min=1.0)
+    return mean_across_processes(torch.as_tensor(total, dtype=torch.float32, device=device)).clamp(min=1.0)
 
 
 class SetCriterion(nn.Module):
