@@ -10,9 +10,10 @@ def first_images(names: Union[str, Sequence[str]], num_images: int, filter_empty
     """The first ``num_images`` dataset dicts of ``names`` (after Detectron2's usual filtering).
 
     Usable in a LazyConfig in place of ``get_detection_dataset_dicts``:
-    ``dataloader.train.dataset = L(first_images)(names="bccd_train", num_images=8)``. The same call
-    for ``dataloader.test`` evaluates on exactly those images (COCOEvaluator scores only the
-    images it received predictions for).
+    ``dataloader.train.dataset = L(first_images)(names="bccd_train", num_images=8)``. To evaluate on
+    exactly those images, use the same call for ``dataloader.test`` together with
+    ``kd_core.evaluation.SubsetCOCOEvaluator``: Detectron2's ``COCOEvaluator`` scores every image of
+    the annotation file, so the images never run would count as misses.
     """
     if num_images <= 0:
         raise ValueError(f"num_images must be positive, got {num_images}.")
