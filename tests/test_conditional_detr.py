@@ -256,13 +256,18 @@ def test_configs_instantiate():
     assert tiny.dataloader.train.dataset.names == "kd_synthetic_train"
     model = instantiate(tiny.model)
     assert isinstance(model, ConditionalDETR) and model.criterion.num_classes == model.num_classes == 4
-    tiny.optimizer.params.model = model
-    optimizer = instantiate(tiny.optimizer)
-    names = {id(p): n for n, p in model.named_parameters()}
-    lrs = {names[id(p)]: g["lr"] for g in optimizer.param_groups for p in g["params"]}
-    assert lrs["backbone.res5.0.conv1.weight"] == pytest.approx(1e-5)
-    assert lrs["transformer.ref_point_head.layers.0.weight"] == pytest.approx(1e-4)
-    assert lrs["transformer.decoder_layers.0.cross_attn.query_pos_sine_proj.weight"] == pytest.approx(1e-4)
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in model.backbone.modules())  # from scratch: GN
+
+    def learning_rates(cfg):
+        cfg.optimizer.params.model = model
+        names = {id(p): n for n, p in model.named_parameters()}
+        return {names[id(p)]: g["lr"] for g in instantiate(cfg.optimizer).param_groups for p in g["params"]}
+
+    recipe = learning_rates(full)  # x0.1 for the backbone only
+    assert recipe["backbone.res5.0.conv1.weight"] == pytest.approx(1e-5)
+    assert recipe["transformer.ref_point_head.layers.0.weight"] == pytest.approx(1e-4)
+    assert recipe["transformer.decoder_layers.0.cross_attn.query_pos_sine_proj.weight"] == pytest.approx(1e-4)
+    assert set(learning_rates(tiny).values()) == {5e-4}  # from scratch: one rate for everything
     tiny.lr_multiplier.max_iter = 100
     scheduler = instantiate(tiny.lr_multiplier)
     assert scheduler(0.79) == pytest.approx(1.0) and scheduler(0.81) == pytest.approx(0.1)

@@ -311,17 +311,22 @@ def test_configs_instantiate():
     assert tiny.dataloader.train.dataset.names == "kd_synthetic_train"
     model = instantiate(tiny.model)
     assert isinstance(model, DeformableDETR) and model.criterion.num_classes == model.num_classes == 4
-    tiny.optimizer.params.model = model
-    optimizer = instantiate(tiny.optimizer)
-    lrs = {}
-    names = {id(p): n for n, p in model.named_parameters()}
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            lrs[names[id(p)]] = group["lr"]
-    assert lrs["transformer.encoder_layers.0.self_attn.sampling_offsets.weight"] == pytest.approx(2e-5)
-    assert lrs["transformer.reference_points.weight"] == pytest.approx(2e-5)
-    assert lrs["backbone.res5.0.conv1.weight"] == pytest.approx(2e-5)
-    assert lrs["transformer.encoder_layers.0.self_attn.value_proj.weight"] == pytest.approx(2e-4)
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in model.backbone.modules())  # from scratch: GN
+
+    def learning_rates(cfg):
+        cfg.optimizer.params.model = model
+        names = {id(p): n for n, p in model.named_parameters()}
+        return {names[id(p)]: g["lr"] for g in instantiate(cfg.optimizer).param_groups for p in g["params"]}
+
+    recipe = learning_rates(r50)  # x0.1 for the backbone, sampling offsets and reference points
+    assert recipe["transformer.encoder_layers.0.self_attn.sampling_offsets.weight"] == pytest.approx(2e-5)
+    assert recipe["transformer.reference_points.weight"] == pytest.approx(2e-5)
+    assert recipe["backbone.res5.0.conv1.weight"] == pytest.approx(2e-5)
+    assert recipe["transformer.encoder_layers.0.self_attn.value_proj.weight"] == pytest.approx(2e-4)
+    from_scratch = learning_rates(tiny)  # the tiny backbone learns at the full rate
+    assert from_scratch["transformer.encoder_layers.0.self_attn.sampling_offsets.weight"] == pytest.approx(5e-5)
+    assert from_scratch["backbone.res5.0.conv1.weight"] == pytest.approx(5e-4)
+    assert from_scratch["transformer.encoder_layers.0.self_attn.value_proj.weight"] == pytest.approx(5e-4)
     tiny.lr_multiplier.max_iter = 100
     scheduler = instantiate(tiny.lr_multiplier)
     assert scheduler(0.79) == pytest.approx(1.0) and scheduler(0.81) == pytest.approx(0.1)

@@ -4,7 +4,8 @@ from typing import List, Sequence, Tuple
 
 import torch
 from detectron2.config import LazyConfig, instantiate
-from detectron2.structures import Boxes, Instances
+
+from kd_core.testing import random_detection_batch
 
 from .data.mapper import TEACHER_IMAGE_KEY, make_teacher_image
 
@@ -27,22 +28,12 @@ def random_batch(
     num_classes: int = 4,
     seed: int = 0,
 ) -> List[dict]:
-    """Dataset-mapper-like inputs: uint8 (3, H, W) images, ``instances`` with XYXY pixel boxes
-    and classes, and ``teacher_image`` at ``teacher_scale`` (omitted at 1.0)."""
-    g = torch.Generator().manual_seed(seed)
-    h, w = size
-    batch = []
-    for _ in range(num_images):
-        image = torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
-        inst = Instances((h, w))
-        xy = torch.rand(num_boxes, 2, generator=g) * torch.tensor([w * 0.6, h * 0.6])
-        wh = 8 + torch.rand(num_boxes, 2, generator=g) * torch.tensor([w * 0.35, h * 0.35])
-        inst.gt_boxes = Boxes(torch.cat([xy, xy + wh], dim=1))
-        inst.gt_classes = torch.randint(0, num_classes, (num_boxes,), generator=g)
-        d = {"image": image, "instances": inst, "height": h, "width": w}
-        if teacher_scale != 1.0:
-            d[TEACHER_IMAGE_KEY] = make_teacher_image(image, teacher_scale)
-        batch.append(d)
+    """``kd_core.testing.random_detection_batch`` plus, per image, ``teacher_image`` at
+    ``teacher_scale`` (omitted at 1.0)."""
+    batch = random_detection_batch(num_images, size, num_boxes, num_classes, seed)
+    if teacher_scale != 1.0:
+        for d in batch:
+            d[TEACHER_IMAGE_KEY] = make_teacher_image(d["image"], teacher_scale)
     return batch
 
 

@@ -1,11 +1,12 @@
 # Tiny AdaMixer for CPU smoke runs on the embedded synthetic dataset (4 classes, ~256 px):
-# ResNet-18 C2..C5 from scratch, 64-d, 2 stages, 30 queries, 8 -> 16 sampling points, 4 groups.
+# ResNet-18 (GroupNorm) C2..C5 from scratch, 64-d, 2 stages, 30 queries, 8 -> 16 sampling points, 4 groups.
 #   python tools/lazyconfig_train_net.py --config-file projects/DETRDistill/configs/adamixer/adamixer_tiny_cpu.py
 from ..common.data.kd_synthetic_detr import dataloader
 from .adamixer_r50_12ep import lr_multiplier, model, optimizer, train
 
 model.backbone.depth = 18
 model.backbone.freeze_at = 0
+model.backbone.norm = "GN"  # trained from scratch: FrozenBN would leave the ResNet unnormalized
 model.num_classes = 4
 model.num_queries = 30
 model.hidden_dim = 64

@@ -1,11 +1,12 @@
 # Tiny Deformable DETR for CPU smoke runs on the embedded synthetic dataset (4 classes, ~256 px):
-# ResNet-18 from scratch, 64-d, 2 + 2 layers, 50 queries, 4 levels.
+# ResNet-18 (GroupNorm) from scratch, 64-d, 2 + 2 layers, 50 queries, 4 levels.
 #   python tools/lazyconfig_train_net.py --config-file projects/DETRDistill/configs/deformable_detr/deformable_detr_tiny_cpu.py
 from ..common.data.kd_synthetic_detr import dataloader
 from .deformable_detr_r50_50ep import lr_multiplier, model, optimizer, train
 
 model.backbone.depth = 18
 model.backbone.freeze_at = 0
+model.backbone.norm = "GN"  # trained from scratch: FrozenBN would leave the ResNet unnormalized
 model.num_classes = 4
 model.num_queries = 50
 model.hidden_dim = 64
@@ -15,6 +16,11 @@ model.num_decoder_layers = 2
 model.dim_feedforward = 256
 model.dropout = 0.0
 model.select_box_nums_for_evaluation = 50
+
+# From scratch: the backbone learns at the full rate (no pretrained weights to protect); the
+# deformable sampling offsets and reference points keep the recipe's x0.1.
+optimizer.lr = 5e-4
+optimizer.params.lr_factor_func.keywords = ["sampling_offsets", "reference_points"]
 
 train.init_checkpoint = ""
 train.output_dir = "./output/deformable_detr_tiny_cpu"
