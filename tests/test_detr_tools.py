@@ -48,3 +48,12 @@ def test_benchmark_models_prints_a_row_per_config():
     rows = [line.split() for line in proc.stdout.splitlines() if line.startswith("projects/")]
     assert [r[0] for r in rows] == [os.path.relpath(c, ROOT) for c in configs]
     assert all(float(v) > 0 for r in rows for v in r[1:])
+
+
+@pytest.mark.parametrize("arch", ["deformable_detr", "conditional_detr", "adamixer"])
+def test_tiny_kd_config_reads_what_its_teacher_config_writes(arch):
+    teacher = LazyConfig.load(os.path.join(CONFIG_DIR, arch, f"{arch}_r34_tiny_cpu.py"))
+    kd = LazyConfig.load(os.path.join(CONFIG_DIR, "detrdistill", f"{arch}_r34_r18_tiny_cpu.py"))
+    assert kd.model.teacher.weights == os.path.join(teacher.train.output_dir, "model_final.pth")
+    assert LazyConfig.to_py(kd.model.teacher.model) == LazyConfig.to_py(teacher.model)
+    assert kd.model.student.backbone.depth == 18 and teacher.model.backbone.depth == 34
