@@ -585,3 +585,31 @@ def test_converter_cli_output_loads_with_checkpointer(tmp_path):
     assert torch.equal(target.input_proj.levels[3][0].weight, source.input_proj.levels[3][0].weight)
     with pytest.raises(SystemExit, match="not found"):
         cli.main(["--input", str(tmp_path / "missing.pth"), "--output", out_path])
+
+
+@pytest.mark.parametrize("variant", [dict(), dict(as_two_stage=True, with_box_refine=True)], ids=str)
+def test_query_prior_carries_the_teachers_reference_points(variant):
+    """A teacher's query_prior decoded by another model starts from the teacher's reference points
+    (its first-layer boxes sit on them); the bare query_embed is mapped by the receiver's own layer."""
+    torch.manual_seed(0)
+    student, teacher = build_tiny(**variant).eval(), build_tiny(**variant).eval()
+    with torch.no_grad():
+        images = teacher.preprocess_image(make_inputs(sizes=((64, 96), (64, 64))))
+        t_out = teacher.run(images)
+        prior = teacher.query_prior(t_out)
+        with_prior = student.run(images, extra_queries=prior)
+    if variant.get("as_two_stage"):
+        assert prior is t_out.query_embed
+        return
+    B, Q = 2, 20
+    assert prior.shape == (B, Q, 2 * HIDDEN + 2)
+    t_ref = teacher.transformer.reference_points(teacher.query_embed.weight[:, :HIDDEN]).sigmoid()
+    assert torch.allclose(prior[..., -2:], t_ref.expand(B, -1, -1))
+    # Without box refinement the boxes are sigmoid(delta + inverse_sigmoid(reference)): remove the
+    # student's predicted offsets and the reference the student decoded from comes back.
+    with torch.no_grad():
+        bare = student.run(images, extra_queries=t_out.query_embed)
+        deltas = student.bbox_embed[0](with_prior.extra.hidden_states[0])
+    recovered = (torch.logit(with_prior.extra.boxes[0], eps=1e-6) - deltas)[..., :2].sigmoid()
+    assert torch.allclose(recovered, t_ref.expand(B, -1, -1), atol=1e-4)
+    assert not torch.allclose(bare.extra.boxes, with_prior.extra.boxes)

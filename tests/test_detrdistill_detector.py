@@ -169,3 +169,31 @@ def test_fresh_assignment_switch_and_warmup_zero_terms(model_cfg):
     assert losses["loss_kd_feature"].item() == 0.0 and losses["loss_kd_query_class"].item() > 0
     with pytest.raises(ValueError, match="query_kd_assignment"):
         _detector(_model(model_cfg), _model(model_cfg), query_kd_assignment="teachers")
+
+
+@pytest.mark.parametrize("teacher_references", [True, False])
+def test_query_group_starts_from_the_teachers_reference_points(model_cfg, teacher_references):
+    student, teacher_model = _model(model_cfg), _model(model_cfg, seed=1)
+    model = _detector(student, teacher_model, query_kd_teacher_references=teacher_references)
+    seen = []
+    original = student.run
+
+    def recording_run(images, extra_queries=None):
+        seen.append(extra_queries)
+        return original(images, extra_queries=extra_queries)
+
+    student.run = recording_run
+    model.train()
+    with EventStorage(0):
+        losses = model(_batch())
+    assert torch.isfinite(losses["loss_kd_query_giou"])
+    (extra,) = seen
+    assert not extra.requires_grad
+    hidden = model_cfg.hidden_dim
+    if teacher_references:  # [positional | content | the teacher's reference xy]
+        queries = teacher_model.query_embed.weight
+        refs = teacher_model.transformer.reference_points(queries[:, :hidden]).sigmoid()
+        assert extra.shape == (2, 20, 2 * hidden + 2)
+        assert torch.allclose(extra[0], torch.cat([queries, refs], -1))
+    else:  # the bare query embedding: the student's reference layer maps it
+        assert torch.equal(extra, teacher_model.query_embed.weight)

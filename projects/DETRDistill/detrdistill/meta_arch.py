@@ -71,6 +71,12 @@ class DETRDistillDetector(DistillationDetector):
             code actually does).
         query_kd_layer_mapping: how student layers take the teacher's per-layer assignment when
             the depths differ (see ``build_layer_mapping``).
+        query_kd_teacher_references: the teacher group starts from the teacher's own reference
+            points (``teacher.model.query_prior``: Deformable DETR appends them to its queries;
+            models whose queries carry their boxes are unchanged). False: the student's
+            reference layer maps the teacher's positional queries, as the official code does;
+            the teacher's assignment then puts targets where the teacher's reference points
+            are, not where the student's layer sends the queries (see docs/results.md).
         teacher_matcher: the teacher's DETR matcher for its GT assignment (default: the teacher
             criterion's matcher).
         logits_kd_weight, feature_kd_weight, query_kd_weight, relation_kd_weight: float or
@@ -89,6 +95,7 @@ class DETRDistillDetector(DistillationDetector):
         query_kd: bool = True,
         query_kd_assignment: str = "teacher",
         query_kd_layer_mapping: Optional[str] = None,
+        query_kd_teacher_references: bool = True,
         teacher_matcher: Optional[HungarianMatcher] = None,
         logits_kd_weight: Weight = 1.0,
         feature_kd_weight: Weight = 1.0,
@@ -124,6 +131,7 @@ class DETRDistillDetector(DistillationDetector):
         self.query_kd = query_kd
         self.query_kd_assignment = query_kd_assignment
         self.query_kd_layer_mapping = query_kd_layer_mapping
+        self.query_kd_teacher_references = query_kd_teacher_references
         self.teacher_matcher = teacher_matcher if teacher_matcher is not None else t.criterion.matcher
         self.schedules = {
             "logits": as_schedule(logits_kd_weight),
@@ -137,13 +145,20 @@ class DETRDistillDetector(DistillationDetector):
         paper_logits = self.logits_kd is not None and self.logits_kd.mode == "paper"
         return paper_logits or (self.query_kd and self.query_kd_assignment == "teacher")
 
+    @torch.no_grad()
+    def _teacher_query_group(self, t_out: DETROutputs) -> torch.Tensor:
+        """The teacher's queries (detached) for the student's extra query group."""
+        if self.query_kd_teacher_references:
+            return self.teacher.model.query_prior(t_out).detach()
+        return t_out.query_embed.detach()
+
     # ------------------------------------------------------------------ training
     def forward_train(self, batched_inputs: List[dict]) -> Dict[str, torch.Tensor]:
         student = self.student
         images = student.preprocess_image(batched_inputs)
         targets = student.prepare_targets(batched_inputs)
         t_out = self.run_teacher(batched_inputs)  # run_detr under no_grad, eval mode
-        extra = t_out.query_embed.detach() if self.query_kd else None
+        extra = self._teacher_query_group(t_out) if self.query_kd else None
         s_out = student.run(images, extra_queries=extra)
         losses, _ = student.compute_losses(s_out, targets)
 

@@ -5,7 +5,8 @@
 #   feature_kd  target-aware feature KD: mode "code" (top-100 quality-weighted query masks, weight 1 per
 #               stage and level) or "paper" (Eq. 9 per query, gamma, adapters)
 #   query_kd    teacher queries as an extra group in the student decoder (same pass), supervised with GT
-#               under the teacher's assignment ("teacher"; "fresh" = the official code's actual behaviour)
+#               under the teacher's assignment ("teacher"; "fresh" = the official code's actual behaviour),
+#               decoded from the teacher's own reference points (query_kd_teacher_references)
 #   relation_kd content-query InfoNCE (T=0.07, weight 0.2): off (None) by default, see *_relation.py
 # Each component can be switched off from the command line (Hydra override syntax: null): model.logits_kd=null, model.feature_kd=null,
 # model.query_kd=False; weights: model.logits_kd_weight=..., and LossWeightSchedule objects in configs.
@@ -34,6 +35,7 @@ model = L(DETRDistillDetector)(
     query_kd=True,
     query_kd_assignment="teacher",
     query_kd_layer_mapping=None,
+    query_kd_teacher_references=True,  # False: the student's reference layer maps them (official code)
     logits_kd_weight=1.0,
     feature_kd_weight=1.0,
     query_kd_weight=1.0,

@@ -420,7 +420,12 @@ class DeformableDETR(DETRBase):
         return layer if self.with_box_refine else 0
 
     def _split_queries(self, query_embed: torch.Tensor, batch_size: int, what: str):
-        """query_embed -> (content (B, Q, D), positional (B, Q, D), references (B, Q, 2 or 4))."""
+        """query_embed -> (content (B, Q, D), positional (B, Q, D), references (B, Q, 2 or 4)).
+
+        Accepted forms: two-stage (B, Q, 2D+4) = [positional | content | box]; otherwise (Q, 2D)
+        = [positional | content] with references from this model's ``reference_points`` layer,
+        or (B, Q, 2D+2) = [positional | content | reference xy] (a :meth:`query_prior`).
+        """
         d = self.hidden_dim
         if self.as_two_stage:
             if query_embed.dim() != 3 or query_embed.shape[0] != batch_size or query_embed.shape[2] != 2 * d + 4:
@@ -430,15 +435,29 @@ class DeformableDETR(DETRBase):
                 )
             query_pos, tgt, ref = query_embed.split([d, d, 4], dim=-1)
             return tgt, query_pos, ref
+        if query_embed.dim() == 3 and query_embed.shape[0] == batch_size and query_embed.shape[2] == 2 * d + 2:
+            query_pos, tgt, ref = query_embed.split([d, d, 2], dim=-1)
+            return tgt, query_pos, ref
         if query_embed.dim() != 2 or query_embed.shape[1] != 2 * d:
             raise ValueError(
-                f"DeformableDETR: {what} must be (Q, 2*{d}) = [positional | content], got {tuple(query_embed.shape)}."
+                f"DeformableDETR: {what} must be (Q, 2*{d}) = [positional | content] or "
+                f"(B={batch_size}, Q, 2*{d}+2) = [positional | content | reference xy], got {tuple(query_embed.shape)}."
             )
         query_pos, tgt = query_embed.split(d, dim=1)
         query_pos = query_pos[None].expand(batch_size, -1, -1)
         tgt = tgt[None].expand(batch_size, -1, -1)
         ref = self.transformer.reference_points(query_pos).sigmoid()
         return tgt, query_pos, ref
+
+    def query_prior(self, outputs: DETROutputs) -> torch.Tensor:
+        """Single-stage: (B, Q, 2D+2) = [positional | content | this model's initial reference xy]
+        (normalized, sigmoid space), so that a receiving model decodes the queries from the same
+        points. Two-stage: ``outputs.query_embed`` (it already ends with the reference boxes)."""
+        if self.as_two_stage:
+            return outputs.query_embed
+        bs = outputs.logits.shape[1]
+        tgt, query_pos, ref = self._split_queries(outputs.query_embed, bs, "query_embed")
+        return torch.cat([query_pos, tgt, ref], dim=-1)
 
     def _predict(self, hidden: torch.Tensor, references: List[torch.Tensor]):
         """Heads on (L, B, Q, D) hidden states -> logits (L, B, Q, C), boxes (L, B, Q, 4)."""

@@ -108,6 +108,18 @@ class DETRBase(nn.Module):
         """Names (relative to this module) of the parameters whose first dim is num_classes."""
         raise NotImplementedError
 
+    def query_prior(self, outputs: DETROutputs) -> torch.Tensor:
+        """The queries of ``outputs`` (this model's ``run``) with their initial geometry, in a form
+        ``run(extra_queries=...)`` of a model of the same class accepts.
+
+        Default: ``outputs.query_embed``, for models whose queries already hold their boxes
+        (AdaMixer, two-stage Deformable DETR) or whose reference points are not yet carried over
+        (Conditional DETR: the receiving model's ``ref_point_head`` maps the positional queries).
+        Models that derive reference points from the queries with a learned layer override this
+        so that the receiver uses this model's reference points, not its own layer's mapping.
+        """
+        return outputs.query_embed
+
     # ------------------------------------------------------------------ inputs
     def preprocess_image(self, batched_inputs: Sequence[dict]) -> ImageList:
         """Normalize the (3, H, W) images and pad them into one (B, 3, H_pad, W_pad) batch."""
