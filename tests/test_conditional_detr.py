@@ -500,3 +500,26 @@ def test_converted_detrex_model_gives_the_same_outputs():
     assert torch.allclose(detrex_boxes, outputs.boxes, atol=1e-5)
     assert torch.allclose(detrex_model.class_embed(hidden), outputs.logits, atol=1e-4)
     assert torch.allclose(detrex_results.scores, our_results.scores, atol=1e-5)
+
+
+def test_query_prior_carries_the_teachers_reference_points():
+    """Decoding a teacher's query_prior uses the teacher's reference points; the bare positional
+    queries go through the receiver's own ref_point_head."""
+    torch.manual_seed(0)
+    student, teacher = build_tiny(num_queries=6).eval(), build_tiny(num_queries=6).eval()
+    with torch.no_grad():
+        images = teacher.preprocess_image(make_inputs(sizes=((64, 96), (64, 64))))
+        t_out = teacher.run(images)
+        prior = teacher.query_prior(t_out)
+        with_prior = student.run(images, extra_queries=prior)
+        bare = student.run(images, extra_queries=t_out.query_embed)
+        plain = student.run(images)
+    d = student.hidden_dim
+    assert prior.shape == (2, 6, d + 2)
+    assert torch.equal(prior[..., d:], t_out.aux["reference_points"])
+    assert torch.allclose(with_prior.extra.aux["reference_points"], t_out.aux["reference_points"])
+    student_refs = student.transformer.ref_point_head(t_out.query_embed).sigmoid()
+    assert torch.allclose(bare.extra.aux["reference_points"], student_refs.expand(2, -1, -1))
+    assert torch.equal(with_prior.logits, plain.logits)  # the main group is untouched
+    with pytest.raises(ValueError, match="extra_queries"):
+        student.run(images, extra_queries=prior[..., : d + 1])

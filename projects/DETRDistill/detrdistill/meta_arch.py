@@ -72,8 +72,8 @@ class DETRDistillDetector(DistillationDetector):
         query_kd_layer_mapping: how student layers take the teacher's per-layer assignment when
             the depths differ (see ``build_layer_mapping``).
         query_kd_teacher_references: the teacher group starts from the teacher's own reference
-            points (``teacher.model.query_prior``: Deformable DETR appends them to its queries;
-            models whose queries carry their boxes are unchanged). False: the student's
+            points (``teacher.model.query_prior``: Deformable and Conditional DETR append them to
+            their queries; AdaMixer's queries already carry their boxes). False: the student's
             reference layer maps the teacher's positional queries, as the official code does;
             the teacher's assignment then puts targets where the teacher's reference points
             are, not where the student's layer sends the queries (see docs/results.md).

@@ -313,6 +313,7 @@ class ConditionalTransformer(nn.Module):
         memory_pos: torch.Tensor,
         memory_padding_mask: Optional[torch.Tensor],
         group_sizes: Sequence[int],
+        group_references: Optional[Sequence[Optional[torch.Tensor]]] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Decode from zero content queries.
 
@@ -320,6 +321,8 @@ class ConditionalTransformer(nn.Module):
             query_pos: (B, Q, D) positional queries (the learned object queries).
             memory, memory_pos: (B, S, D); memory_padding_mask: (B, S) bool, True = padding.
             group_sizes: sizes of the consecutive query groups (block-diagonal self-attention).
+            group_references: per group, None (reference points from ``ref_point_head``) or
+                given (B, Q_g, 2) normalized (x, y) reference points (e.g. a teacher's).
         Returns:
             hidden states (L, B, Q, D) after ``decoder_norm`` and reference points (B, Q, 2)
             normalized (x, y), shared by all layers.
@@ -327,8 +330,10 @@ class ConditionalTransformer(nn.Module):
         # Per group, so that a group's values never depend on where it sits in the batch (CPU
         # transcendental kernels round differently in vectorized and tail loops).
         references, sines = [], []
-        for s in group_slices(group_sizes):
-            ref = self.ref_point_head(query_pos[:, s]).sigmoid()
+        given = list(group_references) if group_references is not None else [None] * len(group_sizes)
+        for s, ref in zip(group_slices(group_sizes), given):
+            if ref is None:
+                ref = self.ref_point_head(query_pos[:, s]).sigmoid()
             references.append(ref)
             # (y, x) order as in the original implementation (pos_y first).
             sines.append(sine_embedding_of_coordinates(ref.flip(-1), num_pos_feats=self.dim // 2))
@@ -426,17 +431,28 @@ class ConditionalDETR(DETRBase):
     def class_head_parameter_names(self) -> List[str]:
         return ["class_embed.weight", "class_embed.bias"]
 
-    def _expand_queries(self, queries: torch.Tensor, batch_size: int, what: str) -> torch.Tensor:
-        """(Q, D) or (B, Q, D) positional queries -> (B, Q, D)."""
+    def _expand_queries(self, queries: torch.Tensor, batch_size: int, what: str):
+        """(Q, D) or (B, Q, D) positional queries -> ((B, Q, D), None); (B, Q, D + 2) = [positional |
+        reference xy] (a :meth:`query_prior`) -> ((B, Q, D), (B, Q, 2) references)."""
         d = self.hidden_dim
         if queries.dim() == 2 and queries.shape[1] == d:
-            return queries[None].expand(batch_size, -1, -1)
+            return queries[None].expand(batch_size, -1, -1), None
         if queries.dim() == 3 and queries.shape[0] == batch_size and queries.shape[2] == d:
-            return queries
+            return queries, None
+        if queries.dim() == 3 and queries.shape[0] == batch_size and queries.shape[2] == d + 2:
+            pos, ref = queries.split([d, 2], dim=-1)
+            return pos, ref
         raise ValueError(
-            f"ConditionalDETR: {what} must be (Q, {d}) or (B={batch_size}, Q, {d}) positional queries, "
-            f"got {tuple(queries.shape)}."
+            f"ConditionalDETR: {what} must be (Q, {d}) or (B={batch_size}, Q, {d}) positional queries, or "
+            f"(B={batch_size}, Q, {d}+2) = [positional | reference xy], got {tuple(queries.shape)}."
         )
+
+    def query_prior(self, outputs: DETROutputs) -> torch.Tensor:
+        """(B, Q, D + 2) = [positional query | this model's reference xy (normalized)], so that a
+        receiving model decodes the queries from the same reference points."""
+        reference = outputs.aux["reference_points"]
+        pos, _ = self._expand_queries(outputs.query_embed, reference.shape[0], "query_embed")
+        return torch.cat([pos, reference.to(pos.dtype)], dim=-1)
 
     def _predict(self, hidden: torch.Tensor, reference: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Heads on (L, B, Q, D) hidden states with (B, Q, 2) reference points.
@@ -455,7 +471,8 @@ class ConditionalDETR(DETRBase):
         Args:
             images: normalized, padded images (from :meth:`preprocess_image`).
             extra_queries: optional second query group, (Q', D) or (B, Q', D) positional
-                queries as in ``query_embed`` (e.g. a teacher's, detached); decoded in the same
+                queries as in ``query_embed``, or (B, Q', D + 2) with their reference points
+                (:meth:`query_prior`; e.g. a teacher's, detached); decoded in the same
                 pass with block-diagonal self-attention, predictions in ``outputs.extra``.
         Returns:
             :class:`DETROutputs`; ``features`` is the single projected level [(B, D, H, W)],
@@ -471,13 +488,16 @@ class ConditionalDETR(DETRBase):
         memory = self.transformer.encode(src, pos_flat, mask_flat)
 
         query_embed = self.query_embed.weight
-        query_pos = self._expand_queries(query_embed, bs, "query_embed")
-        group_sizes = [query_pos.shape[1]]
+        query_pos, _ = self._expand_queries(query_embed, bs, "query_embed")
+        group_sizes, group_references = [query_pos.shape[1]], [None]
         if extra_queries is not None:
-            extra_pos = self._expand_queries(extra_queries.to(query_pos.dtype), bs, "extra_queries")
+            extra_pos, extra_ref = self._expand_queries(extra_queries.to(query_pos.dtype), bs, "extra_queries")
             query_pos = torch.cat([query_pos, extra_pos], 1)
             group_sizes.append(extra_pos.shape[1])
-        hidden, reference = self.transformer.decode(query_pos, memory, pos_flat, mask_flat, group_sizes)
+            group_references.append(extra_ref)
+        hidden, reference = self.transformer.decode(
+            query_pos, memory, pos_flat, mask_flat, group_sizes, group_references
+        )
 
         # Heads per group (see ConditionalTransformer.decode): the main group's predictions
         # are bitwise the same with or without an extra group.

@@ -113,10 +113,9 @@ class DETRBase(nn.Module):
         ``run(extra_queries=...)`` of a model of the same class accepts.
 
         Default: ``outputs.query_embed``, for models whose queries already hold their boxes
-        (AdaMixer, two-stage Deformable DETR) or whose reference points are not yet carried over
-        (Conditional DETR: the receiving model's ``ref_point_head`` maps the positional queries).
-        Models that derive reference points from the queries with a learned layer override this
-        so that the receiver uses this model's reference points, not its own layer's mapping.
+        (AdaMixer, two-stage Deformable DETR). Models that derive reference points from the
+        queries with a learned layer (Deformable DETR, Conditional DETR) override this so that the
+        receiver uses this model's reference points, not its own layer's mapping.
         """
         return outputs.query_embed
 
