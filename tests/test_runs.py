@@ -390,3 +390,19 @@ def test_run_done_for_finished_pruned_and_unfinished_runs(tmp_path):
     _write_metrics(d, [_eval_row(99, 1.0)], final=False)
     assert not run.done()  # pruned record, but the final evaluation is missing
     assert bench.schedule_overrides(300, 100, 1) == ["train.max_iter=300", "train.checkpointer.period=301", "train.eval_period=100", "train.seed=1"]
+
+
+def test_config_digest_follows_the_resolved_contents(tmp_path):
+    """Run folders are keyed by the resolved config: editing a config file that the config imports
+    gives a new digest (a new run folder), an unchanged config the same one."""
+    (tmp_path / "base.py").write_text("solver = dict(lr=0.1, max_iter=10)\n")
+    (tmp_path / "cfg.py").write_text("from .base import solver\n\nsolver.max_iter = 20\n")
+    config = str(tmp_path / "cfg.py")
+    bench.config_digest.cache_clear()
+    first = bench.config_digest(config)
+    bench.config_digest.cache_clear()
+    assert bench.config_digest(config) == first
+    (tmp_path / "base.py").write_text("solver = dict(lr=0.2, max_iter=10)\n")
+    bench.config_digest.cache_clear()
+    assert bench.config_digest(config) != first
+    bench.config_digest.cache_clear()

@@ -33,9 +33,10 @@ Scales:
         (a generated config, see student_only_config_text); DETRDistill trains its R101 teacher
         unless --teacher-weights detrdistill=PATH is given. FitNet has no COCO config.
 
-Run folders: <output-dir>/<dataset>/<role>-...-seedN-<hash of config and overrides>. Finished runs
-(model_final.pth and the final evaluation in metrics.json) are reused; interrupted ones resume from
-their last checkpoint; a changed override (--opts, --teacher-weights, ...) gives a new folder. Methods
+Run folders: <output-dir>/<dataset>/<role>-...-seedN-<hash of config, its resolved contents and
+overrides>. Finished runs (model_final.pth and the final evaluation in metrics.json) are reused;
+interrupted ones resume from their last checkpoint; a changed override (--opts, --teacher-weights,
+...) or config value gives a new folder (a change of library code does not: use a new --output-dir). Methods
 that train the same config share the run (e.g. the RetinaNet R34 teacher and R18 baseline of
 scalekd_retinanet and fitnet). results.md / results.json cover the methods and datasets of the
 invocation (rerun with all of them to rebuild the full table: finished runs are only read).
@@ -54,6 +55,7 @@ $KD_DATASETS, else ../shared/datasets), coco (COCO 2017 via $DETECTRON2_DATASETS
 """
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -416,6 +418,16 @@ def _abs(path: str) -> str:
     return path if os.path.isabs(path) else os.path.join(ROOT, path)
 
 
+@functools.lru_cache(maxsize=None)
+def config_digest(config: str) -> str:
+    """sha1 of the resolved LazyConfig ``config`` (``LazyConfig.to_py``: every value, including
+    those imported from other config files). Code outside the configs is not covered: after a
+    change of the library itself, use a new --output-dir."""
+    from detectron2.config import LazyConfig
+
+    return hashlib.sha1(LazyConfig.to_py(LazyConfig.load(_abs(config))).encode()).hexdigest()
+
+
 def _kd_teacher_weights(kd_config: str) -> str:
     from detectron2.config import LazyConfig
 
@@ -441,10 +453,13 @@ def build_plan(args) -> List[Entry]:
     runs: Dict[str, Run] = {}
     entries: List[Entry] = []
 
-    def get_run(name, **kwargs) -> Run:
-        # the folder name ends with a hash of what defines the run, so a run is reused only for the
-        # same config and overrides (e.g. not after --teacher-weights or --opts changed)
-        key = json.dumps([kwargs["config"], kwargs["overrides"], kwargs.get("kind", "train")])
+    def get_run(name, content_of: Optional[str] = None, **kwargs) -> Run:
+        # the folder name ends with a hash of what defines the run: config path, overrides and the
+        # resolved config's contents (content_of: the config whose contents define a generated one),
+        # so a run is reused only while none of them changed (not after --opts, --teacher-weights or
+        # an edit of the config or of a config file it imports)
+        digest = config_digest(content_of or kwargs["config"])
+        key = json.dumps([kwargs["config"], kwargs["overrides"], kwargs.get("kind", "train"), digest])
         output_dir = f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:6]}"
         run = Run(output_dir=output_dir, **kwargs)
         shared = runs.setdefault(output_dir, run)
@@ -526,6 +541,7 @@ def build_plan(args) -> List[Entry]:
                     label=f"{dataset_name} student ({spec.student_name}) seed {seed}",
                     max_iter=max_iter,
                     generated_config=generated,
+                    content_of=spec.kd_config if generated is not None else None,
                 )
                 entries.append(Entry(method, dataset_name, "student", seed, student_run))
                 for variant, switches in variants:
