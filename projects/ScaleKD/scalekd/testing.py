@@ -2,7 +2,6 @@
 import os
 from typing import List, Sequence, Tuple
 
-import torch
 from detectron2.config import LazyConfig, instantiate
 
 from kd_core.testing import random_detection_batch

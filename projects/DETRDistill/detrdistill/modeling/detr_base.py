@@ -6,7 +6,7 @@ image normalization and padding, padding masks, target preparation, the set-pred
 and top-k inference. It also provides the class-head check used when loading checkpoints
 (``kd_core.checkpoint.ClassHeadCheckpointer``) and the name-based learning-rate factor of DETR recipes.
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F

@@ -28,9 +28,8 @@ dataloader.train = L(build_detection_train_loader)(
 )
 
 dataloader.test = L(build_detection_test_loader)(
-    dataset=L(first_images)(
-        names="${...train.dataset.names}", num_images="${...train.dataset.num_images}", filter_empty=False
-    ),
+    # the same call as the train side (images without boxes dropped), so the same images
+    dataset=L(first_images)(names="${...train.dataset.names}", num_images="${...train.dataset.num_images}"),
     mapper=L(DetrDatasetMapper)(
         is_train=False,
         augmentation=L(detr_test_augmentation)(short_edge_length=160, max_size=224),
