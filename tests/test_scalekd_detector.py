@@ -139,6 +139,17 @@ def test_same_resolution_mode():
     assert all(torch.isfinite(v) for v in losses.values()) and losses["loss_kd_csa_bbox"] > 0
 
 
+def test_assistant_init_and_optimizer_switches():
+    default = build_tiny_scalekd("retinanet")
+    attention = default.assistant.module.attention
+    assert not attention.out_proj.weight.any() and not attention.ffn[-1].weight.any()
+    assert type(default.assistant.optimizer) is torch.optim.Adam
+    model = build_tiny_scalekd("retinanet", overrides=["csa_zero_init_residual=False", "csa_optimizer=adamw"])
+    attention = model.assistant.module.attention
+    assert attention.out_proj.weight.any() and attention.ffn[-1].weight.any()
+    assert type(model.assistant.optimizer) is torch.optim.AdamW
+
+
 def test_assistant_head_starts_from_the_teacher_head():
     model = build_tiny_scalekd("faster_rcnn")
     head = model.assistant.module.head

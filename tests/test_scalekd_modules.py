@@ -183,6 +183,24 @@ def test_assistant_trainer_step_state_and_device():
         other.load_state_dict({"model": state["model"]})
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_assistant_optimizer_weight_decay_on_a_parameter_without_loss_gradient(optimizer):
+    # Adam adds weight_decay * w to the gradient and normalizes it: a parameter whose loss gradient is
+    # 0 (the attention's query projection behind a zero-init output projection) moves ~lr per step
+    # towards 0. AdamW's decoupled decay shrinks it by lr * weight_decay * w per step.
+    module = torch.nn.Linear(3, 2)
+    torch.nn.init.constant_(module.weight, 0.05)
+    trainer = AssistantTrainer(module, lr=1e-3, weight_decay=1e-4, optimizer=optimizer)
+    for _ in range(20):
+        trainer.step((module.weight * 0.0).sum() + module.bias.sum())
+    if optimizer == "adam":  # 0.05 - 20 steps of ~lr (a little less: the decay term shrinks with w)
+        assert torch.allclose(module.weight, torch.full_like(module.weight, 0.03), atol=2e-3)
+    else:
+        assert torch.allclose(module.weight, torch.full_like(module.weight, 0.05 * (1 - 1e-3 * 1e-4) ** 20), atol=1e-7)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        AssistantTrainer(module, optimizer="sgd")
+
+
 # ----------------------------------------------------------------------------- losses
 def test_dense_cls_mimic_is_kl_with_bce_gradient():
     s = torch.randn(2, 10, 3, requires_grad=True)

@@ -403,7 +403,12 @@ def draw_csa_attention(args) -> str:
             ax.plot([cx], [cy], "w+", ms=12, mew=2)
             ax.set_xlim(0, w)
             ax.set_ylim(h, 0)
-            ax.set_title(f"group {g}: teacher {t_level}, rate {rates[g]} ({att.shape[0]}x{att.shape[1]} keys)", fontsize=8)
+            # the colour scale is per panel: the title says how far the weights are from uniform
+            ax.set_title(
+                f"group {g}: teacher {t_level}, rate {rates[g]} ({att.shape[0]}x{att.shape[1]} keys)\n"
+                f"max weight {float(att.max()):.3f}, uniform {1.0 / att.numel():.3f}",
+                fontsize=8,
+            )
             ax.axis("off")
     source = "random weights" if args.random_weights else "trained"
     fig.suptitle(f"ScaleKD cross-scale attention ({source}), {name} #{args.image_index}", fontsize=9)

@@ -301,14 +301,22 @@ class AssistantTrainer:
     Args:
         module: the :class:`CrossScaleAssistant`.
         lr, weight_decay, betas: Adam settings (spec: lr 3e-4, weight decay 1e-4).
+        optimizer: "adam" (the paper's: ``torch.optim.Adam``, weight decay added to the gradient) or
+            "adamw" (decoupled weight decay). With "adam", a parameter whose loss gradient is much
+            smaller than ``weight_decay * |w|`` moves towards 0 by about ``lr`` per step, because
+            Adam normalizes the decay term like a gradient.
     """
 
-    def __init__(self, module: nn.Module, lr: float = 3e-4, weight_decay: float = 1e-4, betas=(0.9, 0.999)):
+    OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+
+    def __init__(self, module: nn.Module, lr: float = 3e-4, weight_decay: float = 1e-4, betas=(0.9, 0.999), optimizer: str = "adam"):
         if not isinstance(module, nn.Module):
             raise TypeError(f"AssistantTrainer needs an nn.Module, got {type(module).__name__}.")
+        if optimizer not in self.OPTIMIZERS:
+            raise ValueError(f"AssistantTrainer: optimizer must be one of {sorted(self.OPTIMIZERS)}, got '{optimizer}'.")
         self.module = module
         self.module.train()
-        self.optimizer = torch.optim.Adam(
+        self.optimizer = self.OPTIMIZERS[optimizer](
             [p for p in module.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay, betas=tuple(betas)
         )
         self._synced = False

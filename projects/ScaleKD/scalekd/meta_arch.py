@@ -162,7 +162,14 @@ class ScaleKDDetector(DistillationDetector):
             see :func:`default_level_pairs`).
         csa_head_init: "teacher" (copy of the student's head architecture with the teacher's
             head weights; shapes must match) or "student".
+        csa_zero_init_residual: zero-init the attention's output projection and last FFN layer, so
+            the assistant starts as its head on the student's features. Until the output projection
+            grows, the query/key projections get (almost) no gradient, so the attention stays
+            close to uniform early in training; False = default init (the attention learns at once).
         csa_lr, csa_weight_decay: the assistant's Adam.
+        csa_optimizer: "adam" (the paper's Adam with L2 weight decay) or "adamw" (decoupled decay:
+            parameters with small gradients, e.g. the query projection early on, are not driven to
+            0 at ``csa_lr`` per step); see :class:`AssistantTrainer`.
         csa_cascade_stages: Cascade R-CNN stages distilled: "last" or "all".
         csa_refresh_targets: after the assistant's step, recompute its outputs (no_grad) for the
             mimic targets, so the student learns from the updated assistant; False reuses the
@@ -193,8 +200,10 @@ class ScaleKDDetector(DistillationDetector):
         csa_ffn_dim: Optional[int] = None,
         csa_level_pairs: Optional[Mapping[str, str]] = None,
         csa_head_init: str = "teacher",
+        csa_zero_init_residual: bool = True,
         csa_lr: float = 3e-4,
         csa_weight_decay: float = 1e-4,
+        csa_optimizer: str = "adam",
         csa_cascade_stages: str = "last",
         csa_refresh_targets: bool = True,
         csa_cls_weight: Union[None, float, LossWeightSchedule] = None,
@@ -238,9 +247,16 @@ class ScaleKDDetector(DistillationDetector):
         self.assistant: Optional[AssistantTrainer] = None  # plain attribute: not a registered submodule
         if use_csa:
             module = self._build_assistant(
-                csa_num_heads, csa_num_groups, csa_level_rates, csa_ffn_dim, csa_level_pairs, csa_head_init, csa_cascade_stages
+                csa_num_heads,
+                csa_num_groups,
+                csa_level_rates,
+                csa_ffn_dim,
+                csa_level_pairs,
+                csa_head_init,
+                csa_cascade_stages,
+                csa_zero_init_residual,
             )
-            self.assistant = AssistantTrainer(module, lr=csa_lr, weight_decay=csa_weight_decay)
+            self.assistant = AssistantTrainer(module, lr=csa_lr, weight_decay=csa_weight_decay, optimizer=csa_optimizer)
 
         if self.freeze_student_backbone_iters > 0:
             bottom_up = getattr(student.backbone, "bottom_up", None)
@@ -256,7 +272,9 @@ class ScaleKDDetector(DistillationDetector):
             return list(self.student.head_in_features)
         return list(self.student.roi_heads.box_in_features)
 
-    def _build_assistant(self, num_heads, num_groups, level_rates, ffn_dim, level_pairs, head_init, cascade_stages) -> CrossScaleAssistant:
+    def _build_assistant(
+        self, num_heads, num_groups, level_rates, ffn_dim, level_pairs, head_init, cascade_stages, zero_init_residual=True
+    ) -> CrossScaleAssistant:
         student, teacher = self.student, self.teacher.model
         s_levels = self.student_levels()
         s_shapes = student.backbone.output_shape()
@@ -284,6 +302,7 @@ class ScaleKDDetector(DistillationDetector):
             num_groups=num_groups,
             level_rates={l: rates[l] for l in s_levels if l in rates},
             ffn_dim=ffn_dim,
+            zero_init_residual=zero_init_residual,
         )
         if self.kind in ("retinanet", "fcos"):
             teacher_head = teacher.head if detector_kind(teacher) == self.kind else None
