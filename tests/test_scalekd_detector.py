@@ -272,3 +272,50 @@ def test_sdf_on_fpn_levels_option():
     with EventStorage(0):
         losses = model(random_batch(size=SIZE))
     assert torch.isfinite(losses["loss_kd_sdf"]) and losses["loss_kd_sdf"] > 0
+
+
+@pytest.mark.parametrize("kind", ["retinanet", "fcos", "faster_rcnn"])
+def test_assistant_detector_is_the_student_when_it_starts_as_the_students_head(kind):
+    # csa_head_init=student + zero-init residual: the fused maps are the student's own features and the
+    # assistant's head is a copy of the student's, so its detections must be the student's.
+    torch.manual_seed(0)
+    model = build_tiny_scalekd(kind, overrides=["csa_head_init=student"])
+    if kind == "faster_rcnn":  # random heads score low: keep every detection
+        for predictor in (model.student.roi_heads.box_predictor, model.assistant.module.head.box_predictors[0]):
+            predictor.test_score_thresh = 0.0
+    else:
+        model.student.test_score_thresh = 0.0
+    detector = model.assistant_detector()
+    assert not model.training and not detector.training
+    batch = random_batch(size=SIZE)
+    for d in batch:
+        d["height"], d["width"] = 2 * SIZE[0], 2 * SIZE[1]  # outputs in the original image's coordinates
+    with torch.no_grad():
+        ours, student = detector(batch), model(batch)
+    for a, s in zip(ours, student):
+        a, s = a["instances"], s["instances"]
+        assert a.image_size == (2 * SIZE[0], 2 * SIZE[1]) and len(a) == len(s) > 0
+        assert torch.allclose(a.pred_boxes.tensor, s.pred_boxes.tensor, atol=1e-4)
+        assert torch.allclose(a.scores, s.scores, atol=1e-5) and torch.equal(a.pred_classes, s.pred_classes)
+    # a trained-looking attention makes it a different detector
+    torch.nn.init.normal_(model.assistant.module.attention.out_proj.weight, std=0.5)
+    with torch.no_grad():
+        changed = detector(batch)
+    assert not torch.allclose(changed[0]["instances"].scores[:5], ours[0]["instances"].scores[:5])
+    with pytest.raises(RuntimeError, match="evaluation only"):
+        detector.train()
+
+
+def test_assistant_detector_makes_the_teacher_view_and_rejects_what_it_cannot_run():
+    torch.manual_seed(0)
+    model = build_tiny_scalekd("retinanet")  # teacher at 2x
+    batch = random_batch(size=SIZE, teacher_scale=1.0)  # test-time inputs: no teacher image
+    seen = []
+    model.teacher.model.backbone.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape[-2:])))
+    with torch.no_grad():
+        model.assistant_detector()(batch)
+    assert seen == [(2 * SIZE[0], 2 * SIZE[1])]
+    with pytest.raises(ValueError, match="no Cross-Scale Assistant"):
+        build_tiny_scalekd("retinanet", overrides=["use_csa=False"]).assistant_detector()
+    with pytest.raises(ValueError, match="Cascade R-CNN"):
+        build_tiny_scalekd("cascade_rcnn").assistant_detector()

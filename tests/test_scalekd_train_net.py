@@ -1,4 +1,4 @@
-"""ScaleKD through tools/lazyconfig_train_net.py (in-process): train, checkpoint, --resume.
+"""ScaleKD through tools/lazyconfig_train_net.py (in-process): train, checkpoint, --resume, --eval-assistant.
 
 The run continues the CSA warm-up schedule and the assistant's Adam state after resuming."""
 import importlib.util
@@ -13,6 +13,7 @@ import torch
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.evaluation import COCOEvaluator
 from detectron2.structures import BoxMode
 
 from scalekd.testing import load_tiny_config
@@ -108,3 +109,18 @@ def test_train_and_resume_continue_warmup_and_assistant_state(tmp_path, tiny_dat
             assert row["loss_kd_csa_cls"] == 0.0
         else:  # the resumed run switched them on at the configured iteration
             assert row["loss_kd_csa_cls"] > 0.0
+
+    # --eval-assistant: the trained assistant of the checkpoint, scored by Detectron2's COCOEvaluator
+    cfg = _config(str(tmp_path / "eval"), teacher_ckpt, max_iter=5)
+    cfg.dataloader.test.dataset.names = DATASET
+    cfg.dataloader.test.mapper.augmentations = [L(T.ResizeShortestEdge)(short_edge_length=96, max_size=128)]
+    cfg.dataloader.evaluator = L(COCOEvaluator)(dataset_name=DATASET, output_dir=str(tmp_path / "coco"))
+    cfg.train.init_checkpoint = os.path.join(out, "model_final.pth")
+    results = train_net.do_eval_assistant(cfg)
+    assert set(results["bbox"]) >= {"AP", "AP50", "APs"}
+    cfg.train.init_checkpoint = teacher_ckpt  # a checkpoint without an assistant
+    with pytest.raises(ValueError, match="holds no Cross-Scale Assistant"):
+        train_net.do_eval_assistant(cfg)
+    cfg.train.init_checkpoint = ""
+    with pytest.raises(ValueError, match="needs train.init_checkpoint"):
+        train_net.do_eval_assistant(cfg)

@@ -8,6 +8,8 @@ Detectron2's tools/lazyconfig_train_net.py plus what distillation needs:
     * auxiliary checkpointables of the model (e.g. ScaleKD's assistant optimizer) in checkpoints;
     * ``--eval-teacher``: evaluate only the frozen teacher of a KD config (a teacher whose weights
       did not load shows ~0 AP);
+    * ``--eval-assistant``: evaluate ScaleKD's Cross-Scale Assistant of ``train.init_checkpoint`` as a
+      detector (are its mimic targets better than the student's own predictions?);
     * a fresh run never overwrites an existing run's checkpoints (use --resume).
 
 Examples:
@@ -101,15 +103,32 @@ def do_eval_teacher(cfg):
     return do_test(cfg, teacher.model)
 
 
+def do_eval_assistant(cfg):
+    model = instantiate(cfg.model)
+    if not hasattr(model, "assistant_detector"):
+        raise TypeError("--eval-assistant needs a ScaleKD config (cfg.model builds a ScaleKDDetector).")
+    if not cfg.train.init_checkpoint:
+        raise ValueError("--eval-assistant needs train.init_checkpoint=<a ScaleKD run's checkpoint> (it holds the assistant).")
+    model.to(cfg.train.device)
+    detector = model.assistant_detector()  # checks that the model has an assistant
+    build_checkpointer(model, cfg.train.output_dir).load(cfg.train.init_checkpoint)
+    if not model.assistant.restored:
+        raise ValueError(f"{cfg.train.init_checkpoint} holds no Cross-Scale Assistant: it is not a ScaleKD training checkpoint.")
+    logger.info("Evaluating the Cross-Scale Assistant as a detector (student backbone + teacher backbone + assistant head).")
+    return do_test(cfg, detector)
+
+
 def main(args):
     cfg = LazyConfig.load(args.config_file)
     cfg = apply_overrides_strict(cfg, args.opts)
-    if not (args.eval_only or args.eval_teacher):
+    if not (args.eval_only or args.eval_teacher or args.eval_assistant):
         check_output_dir(cfg.train.output_dir, args.resume)
     default_setup(cfg, args)
 
     if args.eval_teacher:
         return do_eval_teacher(cfg)
+    if args.eval_assistant:
+        return do_eval_assistant(cfg)
     if args.eval_only:
         model = instantiate(cfg.model)
         model.to(cfg.train.device)
@@ -125,6 +144,11 @@ def build_parser():
         "--eval-teacher",
         action="store_true",
         help="evaluate only the frozen teacher of a distillation config (sanity check of its weights)",
+    )
+    parser.add_argument(
+        "--eval-assistant",
+        action="store_true",
+        help="evaluate ScaleKD's Cross-Scale Assistant of train.init_checkpoint as a detector",
     )
     return parser
 

@@ -4,8 +4,10 @@
 * :class:`MultiScaleCrossAttention`, :class:`CrossScaleAssistant`, :class:`AssistantTrainer` -
   the Cross-Scale Assistant, trained on ground truth with its own Adam optimizer;
 * :class:`ScaleKDDetector` - the meta-architecture (registered in ``META_ARCH_REGISTRY``);
-* :class:`ScaleKDDatasetMapper` - adds the high-resolution teacher image.
+* :class:`ScaleKDDatasetMapper` - adds the high-resolution teacher image;
+* :class:`AssistantDetector` - the trained assistant as a detector, for evaluation.
 """
+from .assistant_detector import AssistantDetector
 from .csa import (
     DEFAULT_LEVEL_RATES,
     AssistantTrainer,
@@ -20,6 +22,7 @@ from .meta_arch import ScaleKDDetector, default_level_pairs, detector_kind, run_
 from .sdf import ScaleDecoupledEmbedding, SDFDistiller, SharedDilatedBottleneck
 
 __all__ = [
+    "AssistantDetector",
     "AssistantTrainer",
     "CrossScaleAssistant",
     "DEFAULT_LEVEL_RATES",

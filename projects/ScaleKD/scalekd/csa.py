@@ -320,6 +320,7 @@ class AssistantTrainer:
             [p for p in module.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay, betas=tuple(betas)
         )
         self._synced = False
+        self.restored = False  # True once load_state_dict ran (weights from a checkpoint)
 
     @property
     def device(self) -> torch.device:
@@ -378,3 +379,4 @@ class AssistantTrainer:
         self.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self._synced = False
+        self.restored = True

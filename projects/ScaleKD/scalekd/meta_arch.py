@@ -331,6 +331,13 @@ class ScaleKDDetector(DistillationDetector):
         logger.info(f"ScaleKD assistant: level pairs {level_pairs}, head init from the {head_init}.")
         return CrossScaleAssistant(attention, head, level_pairs)
 
+    def assistant_detector(self) -> nn.Module:
+        """The Cross-Scale Assistant as a stand-alone detector for evaluation
+        (:class:`~scalekd.assistant_detector.AssistantDetector`; shares this model's modules)."""
+        from .assistant_detector import AssistantDetector
+
+        return AssistantDetector(self)
+
     def extra_checkpointables(self) -> Dict[str, object]:
         """The assistant (weights + its Adam state) is saved in every checkpoint under 'scalekd_assistant'."""
         return {ASSISTANT_KEY: self.assistant} if self.assistant is not None else {}

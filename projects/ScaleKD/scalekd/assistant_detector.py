@@ -1,0 +1,81 @@
+"""The Cross-Scale Assistant of a ScaleKD model as a stand-alone detector, for evaluation.
+
+The assistant is trained on ground truth and its outputs are the student's mimic targets, so its own
+accuracy says whether those targets are better than the student's predictions (the point of the
+warm-up before the mimic losses switch on). :class:`AssistantDetector` runs it the way training does
+(student backbone + teacher backbone -> fused maps -> the assistant's head) and post-processes with
+the student's own inference code, so Detectron2's evaluators score it like any detector:
+
+    python tools/lazyconfig_train_net.py --config-file CFG --eval-assistant train.init_checkpoint=out/x/model_final.pth
+"""
+from typing import Dict, List
+
+import torch
+from detectron2.modeling.postprocessing import detector_postprocess
+from torch import nn
+
+from .data.mapper import make_teacher_image
+
+__all__ = ["AssistantDetector"]
+
+
+class AssistantDetector(nn.Module):
+    """Inference with the assistant of a :class:`~scalekd.ScaleKDDetector` (eval mode only).
+
+    Dense students (RetinaNet, FCOS): the assistant's dense head on the fused maps, decoded with
+    the student's anchors and ``forward_inference``. Faster / Mask R-CNN students: the student's RPN
+    proposals, the assistant's RoI box head on the fused maps, the assistant's box predictor's
+    ``inference`` (boxes only). Cascade R-CNN is not supported: the assistant holds heads for the
+    distilled stages only, not a whole cascade.
+
+    Inputs: Detectron2's test-time dicts (``image``: (C, H, W) uint8). The teacher's view is the
+    input's ``teacher_image`` when the mapper provides one, else the image resized by the model's
+    ``teacher_scale`` as :class:`~scalekd.ScaleKDDatasetMapper` does.
+    Outputs: ``[{"instances": Instances}]`` in the input's ``height`` x ``width`` coordinates.
+    """
+
+    def __init__(self, kd_model: nn.Module):
+        super().__init__()
+        if getattr(kd_model, "assistant", None) is None:
+            raise ValueError("This ScaleKD model has no Cross-Scale Assistant (model.use_csa=False): nothing to evaluate.")
+        if kd_model.kind == "cascade":
+            raise ValueError(
+                "Evaluating the assistant alone is supported for RetinaNet, FCOS and Faster/Mask R-CNN students; "
+                "a Cascade R-CNN assistant holds box heads for the distilled stages only, not a whole cascade."
+            )
+        self.kd_model = kd_model
+        self.eval()
+
+    def train(self, mode: bool = True):
+        if mode:
+            raise RuntimeError("AssistantDetector is for evaluation only.")
+        self.kd_model.eval()
+        self.kd_model.assistant.module.eval()
+        return super().train(False)
+
+    def _teacher_views(self, batched_inputs: List[dict]) -> List[dict]:
+        kd = self.kd_model
+        key = kd.teacher_image_key
+        if kd.teacher_scale == 1.0 or key in batched_inputs[0]:
+            return batched_inputs
+        return [{**x, key: make_teacher_image(x["image"], kd.teacher_scale)} for x in batched_inputs]
+
+    @torch.no_grad()
+    def forward(self, batched_inputs: List[Dict]) -> List[Dict]:
+        kd = self.kd_model
+        student, assistant = kd.student, kd.assistant.module
+        batched_inputs = self._teacher_views(batched_inputs)
+        images = student.preprocess_image(batched_inputs)
+        features = student.backbone(images.tensor)
+        teacher_features = kd.run_teacher(batched_inputs, images.tensor.shape[-2:])
+        fused = assistant.fuse(features, teacher_features)
+        if kd.kind in ("retinanet", "fcos"):
+            results = student.forward_inference(images, fused, assistant.head(fused))
+        else:
+            proposals, _ = student.proposal_generator(images, features, None)
+            predictions = assistant.head(fused, [p.proposal_boxes for p in proposals], 0)
+            results, _ = assistant.head.box_predictors[0].inference(predictions, proposals)
+        out = []
+        for result, x, size in zip(results, batched_inputs, images.image_sizes):
+            out.append({"instances": detector_postprocess(result, x.get("height", size[0]), x.get("width", size[1]))})
+        return out
