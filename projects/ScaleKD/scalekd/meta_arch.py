@@ -39,6 +39,7 @@ from kd_core.meta_arch import DistillationDetector, teacher_inputs
 from kd_core.schedules import LossWeightSchedule, current_iteration
 from kd_core.teacher import FrozenTeacher
 
+from .assistant_detector import AssistantDetector
 from .csa import (
     DEFAULT_LEVEL_RATES,
     AssistantTrainer,
@@ -273,7 +274,7 @@ class ScaleKDDetector(DistillationDetector):
         return list(self.student.roi_heads.box_in_features)
 
     def _build_assistant(
-        self, num_heads, num_groups, level_rates, ffn_dim, level_pairs, head_init, cascade_stages, zero_init_residual=True
+        self, num_heads, num_groups, level_rates, ffn_dim, level_pairs, head_init, cascade_stages, zero_init_residual
     ) -> CrossScaleAssistant:
         student, teacher = self.student, self.teacher.model
         s_levels = self.student_levels()
@@ -334,8 +335,6 @@ class ScaleKDDetector(DistillationDetector):
     def assistant_detector(self) -> nn.Module:
         """The Cross-Scale Assistant as a stand-alone detector for evaluation
         (:class:`~scalekd.assistant_detector.AssistantDetector`; shares this model's modules)."""
-        from .assistant_detector import AssistantDetector
-
         return AssistantDetector(self)
 
     def extra_checkpointables(self) -> Dict[str, object]:
