@@ -310,11 +310,12 @@ def test_assistant_detector_makes_the_teacher_view_and_rejects_what_it_cannot_ru
     torch.manual_seed(0)
     model = build_tiny_scalekd("retinanet")  # teacher at 2x
     batch = random_batch(size=SIZE, teacher_scale=1.0)  # test-time inputs: no teacher image
-    seen = []
-    model.teacher.model.backbone.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape[-2:])))
+    # (the teacher's backbone input is padded to 2x the student's either way: look at the teacher's images)
+    run_teacher, seen = model.run_teacher, []
+    model.run_teacher = lambda inputs, size: seen.append([tuple(x["teacher_image"].shape) for x in inputs]) or run_teacher(inputs, size)
     with torch.no_grad():
         model.assistant_detector()(batch)
-    assert seen == [(2 * SIZE[0], 2 * SIZE[1])]
+    assert seen == [[(3, 2 * SIZE[0], 2 * SIZE[1])] * len(batch)]
     with pytest.raises(ValueError, match="no Cross-Scale Assistant"):
         build_tiny_scalekd("retinanet", overrides=["use_csa=False"]).assistant_detector()
     with pytest.raises(ValueError, match="Cascade R-CNN"):
