@@ -1,5 +1,5 @@
 """Distillers: the trainable, training-only parts that turn teacher/student records into KD losses."""
-from typing import Dict, Mapping, Sequence, Union
+from typing import Dict, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -55,6 +55,11 @@ class Distiller(nn.Module):
             zero = sum((p.sum() * 0.0 for p in self.parameters()), torch.zeros(()))
             return {k: zero for k in self.loss_names()}
         return {k: v * w for k, v in self.losses(student_records, teacher_records, batched_inputs).items()}
+
+    def teacher_record_keys(self) -> Dict[str, Optional[Sequence[str]]]:
+        """Per recorded teacher module whose output is a dict of features, the keys :meth:`losses`
+        reads; None = all of them (the default). A teacher output cache stores only these."""
+        return {m: None for m in self.teacher_modules}
 
     def loss_names(self) -> Sequence[str]:
         """Keys that :meth:`losses` returns (used for zero terms during warm-up)."""

@@ -50,6 +50,9 @@ class FeatureMimicDistiller(Distiller):
     def loss_names(self):
         return ["loss_kd_feature_mimic"]
 
+    def teacher_record_keys(self):
+        return {self.teacher_modules[0]: list(self.levels)}
+
     def losses(self, student_records, teacher_records, batched_inputs) -> Dict[str, torch.Tensor]:
         s_feats = student_records[self.student_modules[0]]
         t_feats = teacher_records[self.teacher_modules[0]]

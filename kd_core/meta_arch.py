@@ -1,16 +1,19 @@
 """The teacher/student distillation meta-architecture."""
 import logging
-from typing import Callable, Dict, List, Mapping, Optional, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from detectron2.config import instantiate
 from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from .distiller import Distiller
 from .hooks import FeatureRecorder
 from .schedules import current_iteration
 from .teacher import FrozenTeacher
+from .teacher_cache import TeacherOutputCache, teacher_fingerprint
 
 __all__ = ["DistillationDetector", "get_num_classes", "run_backbone", "teacher_inputs"]
 
@@ -38,13 +41,20 @@ def teacher_inputs(batched_inputs: List[dict], image_key: str = "teacher_image")
     return batched_inputs
 
 
-def run_backbone(model: nn.Module, batched_inputs: List[dict]):
+def run_backbone(model: nn.Module, batched_inputs: List[dict], padded_size: Optional[Sequence[int]] = None):
     """Preprocess and run only the backbone of a Detectron2 detector (no heads, no post-processing).
 
-    Returns the backbone's output dict, e.g. {"p2": (B, C, H/4, W/4), ...} for an FPN.
+    ``padded_size`` = (H, W): pad the preprocessed batch (zeros after normalisation, at the
+    bottom/right, like Detectron2's own padding) to at least that size, e.g. to exactly 2x the
+    student's padded size for a 2x teacher. Returns the backbone's output dict, e.g.
+    {"p2": (B, C, H/4, W/4), ...} for an FPN.
     """
-    images = model.preprocess_image(batched_inputs)
-    return model.backbone(images.tensor)
+    x = model.preprocess_image(batched_inputs).tensor
+    if padded_size is not None:
+        pad_h, pad_w = max(0, int(padded_size[0]) - x.shape[-2]), max(0, int(padded_size[1]) - x.shape[-1])
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+    return model.backbone(x)
 
 
 @META_ARCH_REGISTRY.register()
@@ -69,6 +79,10 @@ class DistillationDetector(nn.Module):
         teacher_image_key: dataset-dict key of a separate teacher image (high-resolution teacher);
             ignored when absent from the inputs.
         check_num_classes: raise if teacher and student predict different numbers of classes.
+        teacher_cache_dir: cache the teacher's backbone outputs and recorded features on disk in
+            this directory, keyed by the exact teacher input image (see
+            :class:`~kd_core.teacher_cache.TeacherOutputCache`); only with ``teacher_forward="backbone"``.
+            "" = off. The per-iteration fraction of images found is logged as ``teacher_cache_hit_fraction``.
     """
 
     def __init__(
@@ -80,6 +94,7 @@ class DistillationDetector(nn.Module):
         teacher_forward: Union[str, Callable] = "backbone",
         teacher_image_key: str = "teacher_image",
         check_num_classes: bool = True,
+        teacher_cache_dir: str = "",
     ):
         super().__init__()
         if not isinstance(teacher, FrozenTeacher):
@@ -102,6 +117,14 @@ class DistillationDetector(nn.Module):
                 )
         self._student_recorder = FeatureRecorder(student, [m for d in self.distillers.values() for m in d.student_modules])
         self._teacher_recorder = FeatureRecorder(teacher.model, [m for d in self.distillers.values() for m in d.teacher_modules])
+        self.teacher_cache: Optional[TeacherOutputCache] = None
+        if teacher_cache_dir:
+            if teacher_forward != "backbone":
+                raise ValueError(
+                    "teacher_cache_dir caches the teacher's backbone features, so it needs teacher_forward='backbone' "
+                    f"(feature distillation); this model's teacher_forward is {teacher_forward!r}."
+                )
+            self.teacher_cache = TeacherOutputCache(teacher_cache_dir, teacher_fingerprint(teacher))
 
     @property
     def device(self) -> torch.device:
@@ -122,10 +145,47 @@ class DistillationDetector(nn.Module):
             return self.teacher(inputs)
         return self.teacher.run(self.teacher_forward, inputs)
 
+    def teacher_record_keys(self) -> Dict[str, Optional[List[str]]]:
+        """Per recorded teacher module whose output is a dict, the keys the distillers read (None = all)."""
+        keys: Dict[str, Optional[List[str]]] = {}
+        for distiller in self.distillers.values():
+            for module, names in distiller.teacher_record_keys().items():
+                if names is None or (module in keys and keys[module] is None):
+                    keys[module] = None
+                else:
+                    keys[module] = list(dict.fromkeys((keys.get(module) or []) + list(names)))
+        return keys
+
+    def teacher_backbone_features(
+        self, batched_inputs: List[dict], padded_size: Optional[Sequence[int]] = None, output_keys: Optional[Sequence[str]] = None
+    ) -> Tuple[Dict[str, torch.Tensor], Dict[str, object]]:
+        """The teacher backbone's outputs and the recorded teacher features on the teacher's view of
+        the batch (no_grad, eval), padded to at least ``padded_size`` (see :func:`run_backbone`).
+
+        With ``teacher_cache_dir`` they come from the disk cache where the same teacher image was
+        seen before; then only ``output_keys`` of the outputs are returned (None = all).
+        """
+        inputs = teacher_inputs(batched_inputs, self.teacher_image_key)
+        if self.teacher_cache is None:
+            with self._teacher_recorder.record() as records:
+                outputs = self.teacher.run(run_backbone, inputs, padded_size)
+            return outputs, records
+        outputs, records = self.teacher_cache.run(
+            self.teacher, run_backbone, self._teacher_recorder, inputs, padded_size, output_keys, self.teacher_record_keys()
+        )
+        try:
+            get_event_storage().put_scalar("teacher_cache_hit_fraction", self.teacher_cache.last_batch_hits / len(inputs))
+        except AssertionError:  # no EventStorage (outside a trainer)
+            pass
+        return outputs, records
+
     def forward_train(self, batched_inputs: List[dict]) -> Dict[str, torch.Tensor]:
         """Student detection losses + weighted KD terms. Subclasses override for deeper coupling."""
-        with self._teacher_recorder.record() as teacher_records:
-            self.run_teacher(batched_inputs)
+        if self.teacher_forward == "backbone":
+            _, teacher_records = self.teacher_backbone_features(batched_inputs, output_keys=())
+        else:
+            with self._teacher_recorder.record() as teacher_records:
+                self.run_teacher(batched_inputs)
         with self._student_recorder.record() as student_records:
             losses = dict(self.student(batched_inputs))
         iteration = current_iteration()

@@ -157,6 +157,34 @@ def test_msc_attention_uses_grouped_rates():
     assert torch.allclose(attn(zs, zt, "p4"), y.transpose(1, 2).reshape(1, 16, 4, 4), atol=1e-5)
 
 
+def test_msc_attention_all_levels_in_one_pass_equal_level_by_level():
+    """forward_levels batches the token-wise parts over levels: same outputs and gradients as forward per level."""
+    torch.manual_seed(0)
+    attn = MultiScaleCrossAttention(embed_dim=16, teacher_dim=8, num_heads=4, num_groups=2, zero_init_residual=False)
+    levels = ["p3", "p4", "p7"]
+    students = [torch.randn(2, 16, h, w, requires_grad=True) for h, w in [(9, 11), (5, 6), (1, 2)]]
+    teachers = [torch.randn(2, 8, h, w) for h, w in [(9, 11), (5, 6), (2, 3)]]
+    together = attn.forward_levels(students, teachers, levels)
+    sum((o * torch.linspace(0, 1, o.numel()).view_as(o)).sum() for o in together).backward()
+    grads_together = [s.grad.clone() for s in students] + [None if p.grad is None else p.grad.clone() for p in attn.parameters()]
+    attn.zero_grad()
+    for s in students:
+        s.grad = None
+    alone = [attn(s, t, l) for s, t, l in zip(students, teachers, levels)]
+    sum((o * torch.linspace(0, 1, o.numel()).view_as(o)).sum() for o in alone).backward()
+    grads_alone = [s.grad for s in students] + [p.grad for p in attn.parameters()]
+    for a, b in zip(together, alone):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+    assert len(grads_together) == len(grads_alone)
+    assert [a is None for a in grads_together] == [b is None for b in grads_alone]  # p5's rate-2 reduction is unused
+    for a, b in zip(grads_together, grads_alone):
+        assert a is None or torch.allclose(a, b, atol=1e-4)
+    with pytest.raises(ValueError, match="one student map"):
+        attn.forward_levels(students[:2], teachers, levels)
+    with pytest.raises(ValueError, match="same batch size"):
+        attn.forward_levels([students[0], students[1][:1]], teachers[:1] + [teachers[1][:1]], levels[:2])
+
+
 def test_default_level_pairs():
     t = ["p3", "p4", "p5", "p6", "p7"]
     assert default_level_pairs(["p3", "p4", "p5", "p6", "p7"], t, 1) == {"p3": "p4", "p4": "p5", "p5": "p6", "p6": "p7", "p7": "p7"}

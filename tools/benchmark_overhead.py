@@ -6,6 +6,8 @@ For a distillation config it measures, on the same fixed batch:
     student step   forward + backward + optimizer step of the student alone
     teacher fwd    the teacher's no-grad forward as the KD model runs it
     KD step        forward + backward + optimizer step of the distillation model
+    KD step, cached teacher   (with --teacher-cache-dir) the same step with the teacher's features read
+                   from the teacher output cache (the batch repeats, so every step after the first is a hit)
 and prints the medians and the ratio  KD step / (student step + teacher fwd)  (target <= 1.10),
 plus exported-student inference time vs the plain student (target 1.00).
 
@@ -15,6 +17,7 @@ process and the peak resident set size above the resident size before that step 
 
     python tools/benchmark_overhead.py --config-file configs/tiny/retinanet_r34_r18_fitnet_tiny_cpu.py
     python tools/benchmark_overhead.py --config-file CFG --device cuda --iters 50 --batch-size 2
+    python tools/benchmark_overhead.py --config-file CFG --teacher-cache-dir /tmp/teacher_cache
 """
 import argparse
 import copy
@@ -31,6 +34,7 @@ from kd_core.paths import add_project_paths  # noqa: E402
 add_project_paths()
 
 PHASES = ("student_step", "teacher_forward", "kd_step", "student_inference", "exported_inference")
+CACHED_PHASE = "kd_step_cached_teacher"
 
 
 def _sync(device):
@@ -74,12 +78,26 @@ def make_steps(args, cfg, model, batch):
     kd_opt = instantiate_optimizer(cfg)
     plain = instantiate_student(cfg).to(args.device).eval()
     plain.load_state_dict(extract_student_state_dict(model.state_dict()))
+    cache = None
+    if args.teacher_cache_dir:
+        from kd_core.teacher_cache import TeacherOutputCache, teacher_fingerprint
+
+        if not hasattr(model, "teacher_backbone_features"):
+            raise SystemExit(f"--teacher-cache-dir: {type(model).__name__} has no cached teacher path.")
+        cache = TeacherOutputCache(args.teacher_cache_dir, teacher_fingerprint(model.teacher))
 
     def train_step(net, opt):
         losses = net(batch)
         opt.zero_grad(set_to_none=True)
         sum(losses.values()).backward()
         opt.step()
+
+    def cached_train_step():
+        model.teacher_cache = cache  # the teacher's features come from the cache ...
+        try:
+            train_step(model, kd_opt)
+        finally:
+            model.teacher_cache = None  # ... only in this phase
 
     def inference(net):
         was_training = net.training
@@ -88,13 +106,16 @@ def make_steps(args, cfg, model, batch):
             net(batch)
         net.train(was_training)
 
-    return {
+    steps = {
         "student_step": lambda: train_step(model.student, student_opt),
         "teacher_forward": lambda: model.run_teacher(batch),
         "kd_step": lambda: train_step(model, kd_opt),
         "student_inference": lambda: inference(model.student),
         "exported_inference": lambda: inference(plain),
     }
+    if cache is not None:
+        steps[CACHED_PHASE] = cached_train_step
+    return steps
 
 
 def time_phases(args, phases):
@@ -174,7 +195,12 @@ def main(argv=None):
         default=10**9,
         help="iteration seen by loss-weight schedules (default: after every warm-up, all KD terms on)",
     )
-    parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--teacher-cache-dir",
+        default="",
+        help="also time the KD step with the teacher's features read from a teacher output cache in this directory",
+    )
+    parser.add_argument("--phase", choices=PHASES + (CACHED_PHASE,), help=argparse.SUPPRESS)
     parser.add_argument("--json", default="", help="also write the figures to this file")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides key=value")
     args = parser.parse_args(argv)
@@ -183,18 +209,20 @@ def main(argv=None):
         print("RESULT " + json.dumps({"peak_mb": cpu_peak_rss(args, args.phase)}), flush=True)
         return
 
-    times, peaks = time_phases(args, PHASES)
+    phases = PHASES + ((CACHED_PHASE,) if args.teacher_cache_dir else ())
+    times, peaks = time_phases(args, phases)
     if not args.device.startswith("cuda"):
-        for phase in PHASES:
+        for phase in phases:
             cmd = [sys.executable, os.path.abspath(__file__), "--phase", phase, "--config-file", args.config_file]
             cmd += ["--device", args.device, "--batch-size", str(args.batch_size), "--storage-iter", str(args.storage_iter)]
+            cmd += ["--teacher-cache-dir", args.teacher_cache_dir] if args.teacher_cache_dir else []
             proc = subprocess.run(cmd + list(args.opts), capture_output=True, text=True)
             lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
             if proc.returncode != 0 or not lines:
                 sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
                 raise SystemExit(f"memory measurement of {phase} failed")
             peaks[phase] = json.loads(lines[-1][len("RESULT ") :])["peak_mb"]
-    results = {p: {"median_s": statistics.median(times[p]), "peak_mb": peaks[p]} for p in PHASES}
+    results = {p: {"median_s": statistics.median(times[p]), "peak_mb": peaks[p]} for p in phases}
     mem_kind = "CUDA max allocated" if args.device.startswith("cuda") else "peak RSS increase"
     for p, r in results.items():
         print(f"{p:<20} median {r['median_s'] * 1000:8.1f} ms   {mem_kind} {r['peak_mb']:8.1f} MB", flush=True)
@@ -213,6 +241,12 @@ def main(argv=None):
     }
     print(f"KD step / (student step + teacher forward) = {ratio:.3f}  (target <= 1.10)")
     print(f"exported student / student inference time  = {infer_ratio:.3f}  (target 1.00)")
+    if args.teacher_cache_dir:
+        cached = results[CACHED_PHASE]["median_s"]
+        summary["kd_step_cached_teacher_over_kd_step"] = cached / k
+        summary["kd_step_cached_teacher_over_student_step"] = cached / s
+        print(f"KD step, cached teacher / KD step            = {cached / k:.3f}")
+        print(f"KD step, cached teacher / student step       = {cached / s:.3f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=2)

@@ -18,7 +18,7 @@ from .csa import (
     copy_module_with_weights,
 )
 from .data import ScaleKDDatasetMapper, make_teacher_image
-from .meta_arch import ScaleKDDetector, default_level_pairs, detector_kind, run_teacher_backbone
+from .meta_arch import ScaleKDDetector, default_level_pairs, detector_kind
 from .sdf import ScaleDecoupledEmbedding, SDFDistiller, SharedDilatedBottleneck
 
 __all__ = [
@@ -38,5 +38,4 @@ __all__ = [
     "default_level_pairs",
     "detector_kind",
     "make_teacher_image",
-    "run_teacher_backbone",
 ]

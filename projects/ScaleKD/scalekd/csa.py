@@ -139,7 +139,7 @@ class MultiScaleCrossAttention(nn.Module):
                 nn.init.zeros_(layer.weight)
                 nn.init.zeros_(layer.bias)
 
-    def forward(self, student: torch.Tensor, teacher: torch.Tensor, level: str) -> torch.Tensor:
+    def _check_inputs(self, student: torch.Tensor, teacher: torch.Tensor, level: str) -> None:
         if level not in self.level_rates:
             raise KeyError(f"MultiScaleCrossAttention: no rates for level '{level}' (have {sorted(self.level_rates)}).")
         if student.dim() != 4 or student.shape[1] != self.embed_dim:
@@ -148,25 +148,57 @@ class MultiScaleCrossAttention(nn.Module):
             raise ValueError(
                 f"CSA expects teacher maps (B={student.shape[0]}, {self.teacher_dim}, H, W), got {tuple(teacher.shape)} at '{level}'."
             )
-        b, c, h, w = student.shape
-        tokens = student.flatten(2).transpose(1, 2)  # (B, HW, C)
-        q = self.q_proj(self.query_norm(tokens)).view(b, h * w, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def _group_keys_values(self, teacher: torch.Tensor, group: int, rate: int) -> Tuple[torch.Tensor, torch.Tensor, Tuple[int, int]]:
+        """K, V of head group ``group`` from MSC(teacher, rate): each (B, heads / G, h' w', d); and (h', w')."""
+        b = teacher.shape[0]
         heads_per_group = self.num_heads // self.num_groups
-        outs = []
-        for g, rate in enumerate(self.level_rates[level]):
-            x = self.reductions[f"group{g}_rate{rate}"](teacher)  # (B, C/G, h', w')
-            hr, wr = x.shape[-2:]
-            k, v = self.kv_proj[g](x.flatten(2).transpose(1, 2)).chunk(2, dim=-1)  # (B, h'w', C/G) each
-            v_map = v.transpose(1, 2).reshape(b, self.group_dim, hr, wr)
-            v = v + self.value_pos[g](v_map).flatten(2).transpose(1, 2)
-            k = k.view(b, hr * wr, heads_per_group, self.head_dim).transpose(1, 2)
-            v = v.reshape(b, hr * wr, heads_per_group, self.head_dim).transpose(1, 2)
-            q_g = q[:, g * heads_per_group : (g + 1) * heads_per_group]
-            outs.append(F.scaled_dot_product_attention(q_g, k, v))  # (B, heads/G, HW, d)
-        attn = torch.cat(outs, dim=1).transpose(1, 2).reshape(b, h * w, c)
+        x = self.reductions[f"group{group}_rate{rate}"](teacher)  # (B, C/G, h', w')
+        hr, wr = x.shape[-2:]
+        k, v = self.kv_proj[group](x.flatten(2).transpose(1, 2)).chunk(2, dim=-1)  # (B, h'w', C/G) each
+        v = v + self.value_pos[group](v.transpose(1, 2).reshape(b, self.group_dim, hr, wr)).flatten(2).transpose(1, 2)
+        k = k.reshape(b, hr * wr, heads_per_group, self.head_dim).transpose(1, 2)
+        v = v.reshape(b, hr * wr, heads_per_group, self.head_dim).transpose(1, 2)
+        return k, v, (hr, wr)
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor, level: str) -> torch.Tensor:
+        """One level: student map (B, C, H, W), teacher map (B, C_T, H_T, W_T) -> (B, C, H, W)."""
+        return self.forward_levels([student], [teacher], [level])[0]
+
+    def forward_levels(
+        self, students: Sequence[torch.Tensor], teachers: Sequence[torch.Tensor], levels: Sequence[str]
+    ) -> List[torch.Tensor]:
+        """Several levels in one pass; the same result as :meth:`forward` per level.
+
+        The token-wise parts (query LayerNorm and projection, output projection, FFN) run once on
+        the tokens of all levels; only the keys/values and the attention itself are per level.
+        Args: per level, a student map (B, C, H_l, W_l), a teacher map (B, C_T, H'_l, W'_l), its name.
+        Returns: per level, the output map (B, C, H_l, W_l).
+        """
+        if not (len(students) == len(teachers) == len(levels)) or not levels:
+            raise ValueError("MultiScaleCrossAttention.forward_levels: one student map, teacher map and level name per level.")
+        for zs, zt, level in zip(students, teachers, levels):
+            self._check_inputs(zs, zt, level)
+        b, c = students[0].shape[:2]
+        if any(zs.shape[0] != b for zs in students):
+            raise ValueError(f"CSA: every level needs the same batch size, got {[zs.shape[0] for zs in students]}.")
+        sizes = [zs.shape[-2] * zs.shape[-1] for zs in students]
+        tokens = torch.cat([zs.flatten(2) for zs in students], dim=2).transpose(1, 2)  # (B, sum HW, C)
+        q = self.q_proj(self.query_norm(tokens)).view(b, -1, self.num_heads, self.head_dim).transpose(1, 2)
+        heads_per_group = self.num_heads // self.num_groups
+        attended = []
+        for q_level, zt, level in zip(q.split(sizes, dim=2), teachers, levels):
+            outs = []
+            for g, rate in enumerate(self.level_rates[level]):
+                k, v, _ = self._group_keys_values(zt, g, rate)
+                q_g = q_level[:, g * heads_per_group : (g + 1) * heads_per_group]
+                outs.append(F.scaled_dot_product_attention(q_g, k, v))  # (B, heads/G, HW, d)
+            attended.append(torch.cat(outs, dim=1))
+        attn = torch.cat(attended, dim=2).transpose(1, 2).reshape(b, -1, c)
         y = tokens + self.out_proj(attn)
         y = y + self.ffn(self.ffn_norm(y))
-        return y.transpose(1, 2).reshape(b, c, h, w)
+        y = y.transpose(1, 2)
+        return [part.reshape(b, c, *zs.shape[-2:]) for part, zs in zip(y.split(sizes, dim=2), students)]
 
     @torch.no_grad()
     def attention_weights(self, student: torch.Tensor, teacher: torch.Tensor, level: str) -> List[torch.Tensor]:
@@ -177,24 +209,14 @@ class MultiScaleCrossAttention(nn.Module):
             student token (row-major over (H, W)) its weights over the group's reduced teacher grid
             (h_g, w_g) = (ceil(H_T / r_g), ceil(W_T / r_g)); each (h_g, w_g) slice sums to 1.
         """
-        if level not in self.level_rates:
-            raise KeyError(f"MultiScaleCrossAttention: no rates for level '{level}' (have {sorted(self.level_rates)}).")
-        if student.dim() != 4 or student.shape[1] != self.embed_dim:
-            raise ValueError(f"CSA expects student maps (B, {self.embed_dim}, H, W), got {tuple(student.shape)} at '{level}'.")
-        if teacher.dim() != 4 or teacher.shape[1] != self.teacher_dim or teacher.shape[0] != student.shape[0]:
-            raise ValueError(
-                f"CSA expects teacher maps (B={student.shape[0]}, {self.teacher_dim}, H, W), got {tuple(teacher.shape)} at '{level}'."
-            )
+        self._check_inputs(student, teacher, level)
         b, _, h, w = student.shape
         tokens = student.flatten(2).transpose(1, 2)
         q = self.q_proj(self.query_norm(tokens)).view(b, h * w, self.num_heads, self.head_dim).transpose(1, 2)
         heads_per_group = self.num_heads // self.num_groups
         weights = []
         for g, rate in enumerate(self.level_rates[level]):
-            x = self.reductions[f"group{g}_rate{rate}"](teacher)
-            hr, wr = x.shape[-2:]
-            k = self.kv_proj[g](x.flatten(2).transpose(1, 2)).chunk(2, dim=-1)[0]
-            k = k.view(b, hr * wr, heads_per_group, self.head_dim).transpose(1, 2)
+            k, _, (hr, wr) = self._group_keys_values(teacher, g, rate)
             q_g = q[:, g * heads_per_group : (g + 1) * heads_per_group]
             logits = q_g @ k.transpose(-2, -1) / self.head_dim**0.5  # SDPA's default scale
             weights.append(logits.softmax(dim=-1).view(b, heads_per_group, h * w, hr, wr))
@@ -251,17 +273,15 @@ class CrossScaleAssistant(nn.Module):
     def fuse(self, student_features: Mapping[str, torch.Tensor], teacher_features: Mapping[str, torch.Tensor]) -> List[torch.Tensor]:
         """Fused maps, one per student level (order of ``level_pairs``), each (B, C, H_l, W_l).
         Inputs are detached and cast to fp32 here."""
-        out = []
         for s_level, t_level in self.level_pairs.items():
             if s_level not in student_features or t_level not in teacher_features:
                 raise KeyError(
                     f"CrossScaleAssistant: level '{s_level}' (student: {sorted(student_features)}) or "
                     f"'{t_level}' (teacher: {sorted(teacher_features)}) is missing."
                 )
-            zs = student_features[s_level].detach().float()
-            zt = teacher_features[t_level].detach().float()
-            out.append(self.attention(zs, zt, s_level))
-        return out
+        students = [student_features[l].detach().float() for l in self.level_pairs]
+        teachers = [teacher_features[l].detach().float() for l in self.level_pairs.values()]
+        return self.attention.forward_levels(students, teachers, list(self.level_pairs))
 
 
 def copy_module_with_weights(student_module: nn.Module, teacher_module: Optional[nn.Module], init: str, what: str) -> nn.Module:

@@ -4,7 +4,8 @@ One training iteration (:meth:`ScaleKDDetector.forward_train`):
 
 1. the teacher's backbone runs (no_grad, eval) on the teacher image (the same augmented image at
    ``teacher_scale``), padded to exactly ``teacher_scale`` x the student's padded size, so the
-   teacher's level ``P_{l+k}`` (k = log2 scale) has the size of the student's ``P_l``;
+   teacher's level ``P_{l+k}`` (k = log2 scale) has the size of the student's ``P_l`` (or its
+   features come from the teacher output cache, ``teacher_cache_dir``);
 2. the student runs once, piece by piece with Detectron2's own methods (backbone, head,
    anchors, ``label_anchors``, ``losses``; or RPN, ``label_and_sample_proposals``, box head,
    ``box_predictor.losses``, mask/keypoint branches), so its losses are exactly Detectron2's
@@ -25,7 +26,6 @@ import re
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
-import torch.nn.functional as F
 from detectron2.layers import cat
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.meta_arch import FCOS, GeneralizedRCNN, RetinaNet
@@ -35,7 +35,7 @@ from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from kd_core.distiller import as_schedule
-from kd_core.meta_arch import DistillationDetector, teacher_inputs
+from kd_core.meta_arch import DistillationDetector, run_backbone, teacher_inputs
 from kd_core.schedules import LossWeightSchedule, current_iteration
 from kd_core.teacher import FrozenTeacher
 
@@ -58,7 +58,7 @@ from .losses import (
     roi_cls_mimic_loss,
 )
 
-__all__ = ["ScaleKDDetector", "detector_kind", "default_level_pairs", "run_teacher_backbone"]
+__all__ = ["ScaleKDDetector", "detector_kind", "default_level_pairs"]
 
 logger = logging.getLogger(__name__)
 
@@ -121,17 +121,6 @@ def default_level_pairs(student_levels: Sequence[str], teacher_levels: Sequence[
     return pairs
 
 
-def run_teacher_backbone(model: nn.Module, batched_inputs: List[dict], padded_size) -> Dict[str, torch.Tensor]:
-    """Preprocess + backbone of the teacher, with the batch padded (zeros after normalisation,
-    like Detectron2's own padding) at the bottom/right to at least ``padded_size`` = (H, W)."""
-    images = model.preprocess_image(batched_inputs)
-    x = images.tensor
-    pad_h, pad_w = max(0, int(padded_size[0]) - x.shape[-2]), max(0, int(padded_size[1]) - x.shape[-1])
-    if pad_h or pad_w:
-        x = F.pad(x, (0, pad_w, 0, pad_h))
-    return model.backbone(x)
-
-
 class _RoIStageRecord:
     """What the mimic losses need of one box stage of the student: its predictions and RoIs."""
 
@@ -152,7 +141,7 @@ class ScaleKDDetector(DistillationDetector):
     branch) and Cascade R-CNN. Inference (eval mode) is the student alone.
 
     Args:
-        student, teacher, distillers, teacher_image_key, check_num_classes: see
+        student, teacher, distillers, teacher_image_key, check_num_classes, teacher_cache_dir: see
             :class:`DistillationDetector`; ``distillers`` normally holds ``{"sdf": SDFDistiller(...)}``.
         teacher_scale: the teacher's input scale relative to the student's (1, 2 or 4); the
             dataset mapper must provide the teacher image at that scale (checked every step).
@@ -214,6 +203,7 @@ class ScaleKDDetector(DistillationDetector):
         freeze_student_backbone_iters: int = 0,
         metrics_period: int = 20,
         check_num_classes: bool = True,
+        teacher_cache_dir: str = "",
     ):
         super().__init__(
             student=student,
@@ -222,6 +212,7 @@ class ScaleKDDetector(DistillationDetector):
             teacher_forward="backbone",
             teacher_image_key=teacher_image_key,
             check_num_classes=check_num_classes,
+            teacher_cache_dir=teacher_cache_dir,
         )
         self.kind = detector_kind(student)
         offset = math.log2(teacher_scale) if teacher_scale > 0 else -1
@@ -375,12 +366,16 @@ class ScaleKDDetector(DistillationDetector):
                     "model.teacher_scale and the mapper's teacher_scale must agree."
                 )
 
+    def teacher_padded_size(self, student_padded_size) -> Optional[List[int]]:
+        """``teacher_scale`` x the student's padded (H, W): the teacher's batch is padded to it, so
+        paired levels have exactly the student's sizes. None (no extra padding) for None."""
+        return None if student_padded_size is None else [int(round(self.teacher_scale * v)) for v in student_padded_size]
+
     def run_teacher(self, batched_inputs: List[dict], student_padded_size=None) -> Dict[str, torch.Tensor]:
-        """Teacher backbone features on its view of the batch, padded to ``teacher_scale`` x the
-        student's padded size (so paired levels have exactly the student's sizes)."""
+        """Teacher backbone features on its view of the batch, padded to
+        :meth:`teacher_padded_size` (no cache, no recording: evaluation and benchmarks)."""
         inputs = teacher_inputs(batched_inputs, self.teacher_image_key)
-        size = (0, 0) if student_padded_size is None else [int(round(self.teacher_scale * v)) for v in student_padded_size]
-        return self.teacher.run(run_teacher_backbone, inputs, size)
+        return self.teacher.run(run_backbone, inputs, self.teacher_padded_size(student_padded_size))
 
     def _distiller_losses(self, student_records, teacher_records, batched_inputs, iteration) -> Dict[str, torch.Tensor]:
         out = {}
@@ -420,8 +415,10 @@ class ScaleKDDetector(DistillationDetector):
             self.assistant.prepare(self.device)
         self._check_teacher_images(batched_inputs)
         images = self.student.preprocess_image(batched_inputs)
-        with self._teacher_recorder.record() as teacher_records:
-            teacher_features = self.run_teacher(batched_inputs, images.tensor.shape[-2:])
+        teacher_levels = [] if self.assistant is None else list(self.assistant.module.level_pairs.values())
+        teacher_features, teacher_records = self.teacher_backbone_features(
+            batched_inputs, self.teacher_padded_size(images.tensor.shape[-2:]), output_keys=teacher_levels
+        )
         gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
         with self._student_recorder.record() as student_records:
             features = self.student.backbone(images.tensor)

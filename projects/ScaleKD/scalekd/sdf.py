@@ -190,6 +190,9 @@ class SDFDistiller(Distiller):
     def loss_names(self):
         return ["loss_kd_sdf"]
 
+    def teacher_record_keys(self):
+        return {self.teacher_modules[0]: list(self.teacher_features)}
+
     def check_models(self, student: nn.Module, teacher: nn.Module) -> None:
         """Fail early when the recorded modules lack the features or have other channels."""
         for side, model, module_name, names, channels in (
