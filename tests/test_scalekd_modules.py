@@ -157,28 +157,50 @@ def test_msc_attention_uses_grouped_rates():
     assert torch.allclose(attn(zs, zt, "p4"), y.transpose(1, 2).reshape(1, 16, 4, 4), atol=1e-5)
 
 
+def _msc_by_hand(attn, zs, zt, level):
+    """MultiScaleCrossAttention's formula for one level, written out independently, any batch size."""
+    b, c, h, w = zs.shape
+    hg = attn.num_heads // attn.num_groups
+    tokens = zs.flatten(2).transpose(1, 2)
+    q = attn.q_proj(attn.query_norm(tokens)).view(b, h * w, attn.num_heads, attn.head_dim).transpose(1, 2)
+    heads = []
+    for g, r in enumerate(attn.level_rates[level]):
+        x = attn.reductions[f"group{g}_rate{r}"](zt)
+        k, v = attn.kv_proj[g](x.flatten(2).transpose(1, 2)).chunk(2, -1)
+        v = v + attn.value_pos[g](v.transpose(1, 2).reshape(b, attn.group_dim, *x.shape[-2:])).flatten(2).transpose(1, 2)
+        k = k.reshape(b, -1, hg, attn.head_dim).transpose(1, 2)
+        v = v.reshape(b, -1, hg, attn.head_dim).transpose(1, 2)
+        weights = torch.softmax(q[:, g * hg : (g + 1) * hg] @ k.transpose(-1, -2) / attn.head_dim**0.5, dim=-1)
+        heads.append(weights @ v)
+    y = tokens + attn.out_proj(torch.cat(heads, 1).transpose(1, 2).reshape(b, h * w, c))
+    y = y + attn.ffn(attn.ffn_norm(y))
+    return y.transpose(1, 2).reshape(b, c, h, w)
+
+
 def test_msc_attention_all_levels_in_one_pass_equal_level_by_level():
-    """forward_levels batches the token-wise parts over levels: same outputs and gradients as forward per level."""
+    """forward_levels batches the token-wise parts over levels: same outputs and gradients as the
+    formula applied level by level (batch of 2, levels of different sizes and rates)."""
     torch.manual_seed(0)
     attn = MultiScaleCrossAttention(embed_dim=16, teacher_dim=8, num_heads=4, num_groups=2, zero_init_residual=False)
     levels = ["p3", "p4", "p7"]
     students = [torch.randn(2, 16, h, w, requires_grad=True) for h, w in [(9, 11), (5, 6), (1, 2)]]
     teachers = [torch.randn(2, 8, h, w) for h, w in [(9, 11), (5, 6), (2, 3)]]
-    together = attn.forward_levels(students, teachers, levels)
-    sum((o * torch.linspace(0, 1, o.numel()).view_as(o)).sum() for o in together).backward()
-    grads_together = [s.grad.clone() for s in students] + [None if p.grad is None else p.grad.clone() for p in attn.parameters()]
-    attn.zero_grad()
-    for s in students:
-        s.grad = None
-    alone = [attn(s, t, l) for s, t, l in zip(students, teachers, levels)]
-    sum((o * torch.linspace(0, 1, o.numel()).view_as(o)).sum() for o in alone).backward()
-    grads_alone = [s.grad for s in students] + [p.grad for p in attn.parameters()]
-    for a, b in zip(together, alone):
+
+    def outputs_and_grads(outputs):
+        attn.zero_grad()
+        for s in students:
+            s.grad = None
+        sum((o * torch.linspace(0, 1, o.numel()).view_as(o)).sum() for o in outputs).backward()
+        return outputs, [s.grad.clone() for s in students] + [None if p.grad is None else p.grad.clone() for p in attn.parameters()]
+
+    together, grads_together = outputs_and_grads(attn.forward_levels(students, teachers, levels))
+    by_hand, grads_by_hand = outputs_and_grads([_msc_by_hand(attn, s, t, l) for s, t, l in zip(students, teachers, levels)])
+    for a, b in zip(together, by_hand):
         assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
-    assert len(grads_together) == len(grads_alone)
-    assert [a is None for a in grads_together] == [b is None for b in grads_alone]  # p5's rate-2 reduction is unused
-    for a, b in zip(grads_together, grads_alone):
+    assert [a is None for a in grads_together] == [b is None for b in grads_by_hand]  # p5's rate-2 reduction is unused
+    for a, b in zip(grads_together, grads_by_hand):
         assert a is None or torch.allclose(a, b, atol=1e-4)
+    assert torch.allclose(attn(students[1], teachers[1], "p4"), by_hand[1], atol=1e-5)  # forward = one level
     with pytest.raises(ValueError, match="one student map"):
         attn.forward_levels(students[:2], teachers, levels)
     with pytest.raises(ValueError, match="same batch size"):

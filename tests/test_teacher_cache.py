@@ -11,7 +11,7 @@ from kd_core.config import get_config
 from kd_core.feature_mimic import FeatureMimicDistiller
 from kd_core.meta_arch import DistillationDetector, run_backbone
 from kd_core.teacher import FrozenTeacher
-from kd_core.teacher_cache import TeacherCacheError, TeacherOutputCache
+from kd_core.teacher_cache import TeacherCacheError, teacher_fingerprint, teacher_precision
 from kd_core.testing import random_detection_batch
 
 
@@ -106,7 +106,7 @@ def test_unreadable_entry_is_recomputed(tiny_cfg, tmp_path):
     model = _fitnet(tiny_cfg, _teacher(tiny_cfg), str(tmp_path / "cache"))
     batch = random_detection_batch(1, (64, 64), seed=0)
     _, good = model.teacher_backbone_features(batch)
-    key = TeacherOutputCache.image_key(batch[0]["image"])
+    key = model.teacher_cache.image_key(batch[0]["image"], teacher_precision(model.teacher))
     with open(model.teacher_cache._path(key), "wb") as f:
         f.write(b"truncated")
     _, again = model.teacher_backbone_features(batch)
@@ -123,6 +123,38 @@ def test_cache_needs_a_backbone_teacher_forward(tiny_cfg, tmp_path):
             teacher_forward="full",
             teacher_cache_dir=str(tmp_path / "c"),
         )
+
+
+def test_warm_cache_runs_no_teacher_forward_and_keeps_every_configurations_features(tiny_cfg, tmp_path):
+    teacher = _teacher(tiny_cfg)
+    model = _fitnet(tiny_cfg, teacher, str(tmp_path / "cache"))
+    calls = []
+    teacher.model.backbone.register_forward_hook(lambda *a: calls.append(1))
+    batch = random_detection_batch(2, (96, 128), seed=5)
+    model.teacher_backbone_features(batch, output_keys=())  # FitNet training: records only
+    assert len(calls) == 3  # the batch's shape probe + one forward per image
+    _, records = model.teacher_backbone_features(batch, output_keys=())
+    assert len(calls) == 3 and model.teacher_cache.last_batch_hits == 2  # warm: the teacher does not run
+    outputs, again = model.teacher_backbone_features(batch)  # all outputs: the entries are completed ...
+    assert set(outputs) == {"p3", "p4", "p5", "p6", "p7"} and model.teacher_cache.last_batch_hits == 0
+    assert torch.equal(again["backbone"]["p3"], records["backbone"]["p3"])
+    outputs_2, _ = model.teacher_backbone_features(batch, output_keys=())  # ... and keep the records
+    assert outputs_2 == {} and model.teacher_cache.last_batch_hits == 2
+
+
+def test_precision_is_part_of_the_key_and_bf16_teachers_have_a_fingerprint(tiny_cfg, tmp_path):
+    model = _fitnet(tiny_cfg, _teacher(tiny_cfg), str(tmp_path / "cache"))
+    batch = random_detection_batch(1, (64, 64), seed=0)
+    model.teacher_backbone_features(batch)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # e.g. the trainer's AMP: other features
+        assert teacher_precision(model.teacher) == "cpu:autocast-torch.bfloat16"
+        model.teacher_backbone_features(batch)
+    assert model.teacher_cache.misses == 2
+    model.teacher_backbone_features(batch)
+    assert model.teacher_cache.hits == 1
+    bf16 = _teacher(tiny_cfg)
+    bf16.model.to(torch.bfloat16)
+    assert teacher_fingerprint(bf16)["weights"] != teacher_fingerprint(model.teacher)["weights"]
 
 
 def test_scalekd_with_a_2x_teacher_trains_from_the_cache(tmp_path):
@@ -142,8 +174,19 @@ def test_scalekd_with_a_2x_teacher_trains_from_the_cache(tmp_path):
     for level in features:  # 256x320 teacher images: no batch padding, so equal to the live teacher
         assert features[level].shape == live[level].shape
         assert torch.allclose(features[level], live[level], rtol=1e-4, atol=1e-3)
+    # student 100x150 -> padded 128x160; teacher image 200x300 pads alone to 224x320, but ScaleKD pads the
+    # teacher's batch to 256x320: the cached maps have the live shapes, zero beyond the image's own padding
+    odd = random_batch(1, size=(100, 150), teacher_scale=2.0, seed=1)
+    odd_padded = model.student.preprocess_image(odd).tensor.shape[-2:]
+    assert tuple(odd_padded) == (128, 160)
+    odd_features, odd_records = model.teacher_backbone_features(odd, model.teacher_padded_size(odd_padded), list(pairs.values()))
+    odd_live = model.run_teacher(odd, odd_padded)
+    for level in odd_features:
+        assert odd_features[level].shape == odd_live[level].shape
+    res5 = odd_records["backbone.bottom_up"]["res5"]
+    assert res5.shape[-2:] == (8, 10) and res5[..., 7:, :].abs().sum() == 0 and res5[..., :7, :].abs().sum() > 0
     with EventStorage(0):
         for _ in range(2):
             losses = model(batch)
-    assert model.teacher_cache.hits == 4 and model.teacher_cache.misses == 2
+    assert model.teacher_cache.hits == 4 and model.teacher_cache.misses == 3  # 2 + 1 above, then all hits
     assert all(torch.isfinite(v) for v in losses.values()) and losses["loss_kd_sdf"] > 0

@@ -82,8 +82,11 @@ def make_steps(args, cfg, model, batch):
     if args.teacher_cache_dir:
         from kd_core.teacher_cache import TeacherOutputCache, teacher_fingerprint
 
-        if not hasattr(model, "teacher_backbone_features"):
-            raise SystemExit(f"--teacher-cache-dir: {type(model).__name__} has no cached teacher path.")
+        if getattr(model, "teacher_forward", None) != "backbone":
+            raise SystemExit(
+                f"--teacher-cache-dir: the teacher of {type(model).__name__} does not run as a backbone forward "
+                "(teacher_forward='backbone'), so its outputs cannot be cached."
+            )
         cache = TeacherOutputCache(args.teacher_cache_dir, teacher_fingerprint(model.teacher))
 
     def train_step(net, opt):
