@@ -109,6 +109,12 @@ def test_boxes_are_relative_to_reference_points():
     assert torch.allclose(outputs.boxes[..., 2:], torch.full_like(outputs.boxes[..., 2:], 0.5))
 
 
+
+def assert_same_up_to_rounding(a, b):
+    """Equal to float32 rounding: a leak between query groups changes outputs by >> 1e-5."""
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_extra_queries_group_is_isolated(mode):
     torch.manual_seed(0)
@@ -120,10 +126,11 @@ def test_extra_queries_group_is_isolated(mode):
     with torch.no_grad():
         plain = model.run(images)
         grouped = model.run(images, extra_queries=extra)
-    # main group: bitwise identical with and without the extra group
-    assert torch.equal(plain.logits, grouped.logits)
-    assert torch.equal(plain.boxes, grouped.boxes)
-    assert torch.equal(plain.hidden_states, grouped.hidden_states)
+    # main group: the same with and without the extra group, up to float rounding (the shared
+    # linear layers run over more rows; CPU GEMM kernels may block them differently, ~1e-7)
+    assert_same_up_to_rounding(plain.logits, grouped.logits)
+    assert_same_up_to_rounding(plain.boxes, grouped.boxes)
+    assert_same_up_to_rounding(plain.hidden_states, grouped.hidden_states)
     assert grouped.extra.logits.shape == (2, 2, 7, NUM_CLASSES)
     assert grouped.extra.boxes.shape == (2, 2, 7, 4)
     assert grouped.extra.hidden_states.shape == (2, 2, 7, HIDDEN)
@@ -520,6 +527,6 @@ def test_query_prior_carries_the_teachers_reference_points():
     assert torch.allclose(with_prior.extra.aux["reference_points"], t_out.aux["reference_points"])
     student_refs = student.transformer.ref_point_head(t_out.query_embed).sigmoid()
     assert torch.allclose(bare.extra.aux["reference_points"], student_refs.expand(2, -1, -1))
-    assert torch.equal(with_prior.logits, plain.logits)  # the main group is untouched
+    assert_same_up_to_rounding(with_prior.logits, plain.logits)  # the main group is untouched
     with pytest.raises(ValueError, match="extra_queries"):
         student.run(images, extra_queries=prior[..., : d + 1])

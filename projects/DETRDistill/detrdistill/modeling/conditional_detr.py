@@ -16,7 +16,8 @@ conditional attentions, ``query_scale``, ``ref_point_head``);
 
 ``run(images, extra_queries=...)`` decodes a second query set (e.g. a teacher's) in the same
 decoder pass; self-attention is block-diagonal over the groups (Group-DETR), computed block by
-block, so the main group's outputs do not depend on the extra group.
+block, so the main group's outputs do not depend on the extra group (up to float rounding of
+the linear layers that run over both groups' rows).
 """
 
 import math
@@ -500,7 +501,8 @@ class ConditionalDETR(DETRBase):
         )
 
         # Heads per group (see ConditionalTransformer.decode): the main group's predictions
-        # are bitwise the same with or without an extra group.
+        # are the same with or without an extra group, up to float rounding (linear layers
+        # shared by the groups run over more rows, which CPU GEMM kernels may block differently).
         slices = group_slices(group_sizes)
         logits, boxes = self._predict(hidden[:, :, slices[0]].contiguous(), reference[:, slices[0]].contiguous())
         extra = None
