@@ -4,6 +4,7 @@ Everything here plugs into Detectron2's trainers and hooks; nothing replaces the
 """
 import logging
 import os
+import time
 from typing import Dict
 
 import torch
@@ -15,7 +16,10 @@ __all__ = [
     "GradientClipHook",
     "KDSimpleTrainer",
     "KDAMPTrainer",
+    "KDCPUAMPTrainer",
     "build_trainer",
+    "cpu_has_native_bf16",
+    "to_channels_last",
     "create_ddp_model",
     "check_output_dir",
     "unwrap",
@@ -58,14 +62,81 @@ class KDAMPTrainer(_NamedNonFiniteMixin, AMPTrainer):
     pass
 
 
+class KDCPUAMPTrainer(KDSimpleTrainer):
+    """Mixed precision on CPU, which Detectron2's ``AMPTrainer`` (CUDA only) does not offer.
+
+    The forward pass (the model and its losses; a distillation model's teacher runs in it too)
+    runs under ``torch.autocast("cpu", dtype=precision)``; backward and the optimizer step run
+    outside it on the fp32 parameters. bfloat16 has float32's exponent range, so no gradient
+    scaling is needed. Convolutions and matrix products then use the CPU's bf16 units (AMX or
+    AVX512-BF16) where it has them; without them bf16 is emulated and slower than fp32
+    (:func:`cpu_has_native_bf16`).
+    """
+
+    def __init__(self, model, data_loader, optimizer, precision: torch.dtype = torch.bfloat16):
+        super().__init__(model, data_loader, optimizer)
+        self.precision = precision
+
+    def run_step(self):
+        # SimpleTrainer.run_step with the forward under CPU autocast (as AMPTrainer does on CUDA)
+        assert self.model.training, "[KDCPUAMPTrainer] model was changed to eval mode!"
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+        if self.zero_grad_before_forward:
+            self.optimizer.zero_grad()
+        with torch.autocast("cpu", dtype=self.precision):
+            loss_dict = self.model(data)
+            if isinstance(loss_dict, torch.Tensor):
+                losses, loss_dict = loss_dict, {"total_loss": loss_dict}
+            else:
+                losses = sum(loss_dict.values())
+        if not self.zero_grad_before_forward:
+            self.optimizer.zero_grad()
+        losses.backward()
+        self.after_backward()
+        if self.async_write_metrics:
+            self.concurrent_executor.submit(self._write_metrics, loss_dict, data_time, iter=self.iter)
+        else:
+            self._write_metrics(loss_dict, data_time)
+        self.optimizer.step()
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AMX tiles or AVX512-BF16), where CPU AMP
+    (:class:`KDCPUAMPTrainer`) is faster than fp32."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    return any(check() for check in checks if check is not None)
+
+
+def to_channels_last(model: torch.nn.Module) -> torch.nn.Module:
+    """Store every 4-D parameter and buffer (conv weights) of ``model`` in channels_last (NHWC)
+    memory format, and those of the networks it keeps out of its module tree (a distillation
+    model's frozen teacher, ScaleKD's assistant: ``unregistered_modules()``). Convolutions with
+    NHWC weights produce NHWC activations, which oneDNN (CPU) and cuDNN (CUDA) run faster.
+    Parameters stay the same objects (optimizers built earlier keep working); values and
+    ``state_dict`` keys are unchanged. Returns ``model``."""
+    inner = unwrap(model)
+    for module in [inner] + list(getattr(inner, "unregistered_modules", lambda: [])()):
+        module.to(memory_format=torch.channels_last)
+    return model
+
+
 def build_trainer(model, data_loader, optimizer, amp_enabled: bool):
-    """AMP trainer on CUDA when asked; on CPU AMP is not available in Detectron2's AMPTrainer, so
-    fall back to fp32 with a warning instead of crashing."""
-    if amp_enabled and not torch.cuda.is_available():
-        logger.warning("train.amp.enabled=True but CUDA is not available: training in fp32 on CPU.")
-        amp_enabled = False
-    cls = KDAMPTrainer if amp_enabled else KDSimpleTrainer
-    return cls(model, data_loader, optimizer)
+    """The training loop: fp32 (``KDSimpleTrainer``), or with ``train.amp.enabled`` Detectron2's
+    fp16 AMP on CUDA (``KDAMPTrainer``) and bfloat16 autocast on CPU (``KDCPUAMPTrainer``)."""
+    if not amp_enabled:
+        return KDSimpleTrainer(model, data_loader, optimizer)
+    if next(iter(unwrap(model).parameters())).is_cuda:
+        return KDAMPTrainer(model, data_loader, optimizer)
+    if cpu_has_native_bf16():
+        logger.info("train.amp.enabled=True on CPU: the forward pass runs under bfloat16 autocast.")
+    else:
+        logger.warning(
+            "train.amp.enabled=True on CPU: the forward pass runs under bfloat16 autocast, but this CPU has no "
+            "native bf16 (AMX / AVX512-BF16), so it is emulated and likely slower than fp32 (train.amp.enabled=False)."
+        )
+    return KDCPUAMPTrainer(model, data_loader, optimizer)
 
 
 class GradientClipHook(HookBase):

@@ -130,6 +130,13 @@ class DistillationDetector(nn.Module):
     def device(self) -> torch.device:
         return next(self.student.parameters()).device
 
+    def unregistered_modules(self) -> List[nn.Module]:
+        """Networks this model runs that are kept out of its module tree (so out of ``state_dict``,
+        the optimizer and DDP): the frozen teacher; subclasses add theirs (e.g. an assistant
+        trained by its own optimizer). ``.to(device)`` does not reach them; whole-model
+        conversions (e.g. :func:`kd_core.engine.to_channels_last`) must."""
+        return [self.teacher.model]
+
     def forward(self, batched_inputs: List[dict]):
         if not self.training:
             return self.student(batched_inputs)

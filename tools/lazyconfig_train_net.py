@@ -30,6 +30,7 @@ from detectron2.config import LazyConfig, instantiate  # noqa: E402
 from detectron2.engine import default_argument_parser, default_setup, default_writers, hooks, launch  # noqa: E402
 from detectron2.evaluation import inference_on_dataset, print_csv_format  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from kd_core.checkpoint import ClassHeadCheckpointer  # noqa: E402
 from kd_core.config import apply_overrides_strict  # noqa: E402
@@ -38,6 +39,7 @@ from kd_core.engine import (  # noqa: E402
     build_trainer,
     check_output_dir,
     create_ddp_model,
+    to_channels_last,
     unwrap,
 )
 from kd_core.meta_arch import DistillationDetector  # noqa: E402
@@ -61,6 +63,8 @@ def do_train(args, cfg):
     model = instantiate(cfg.model)
     logger.info("Model:\n{}".format(model))
     model.to(cfg.train.device)
+    if cfg.train.get("channels_last", False):
+        to_channels_last(model)
 
     cfg.optimizer.params.model = model
     optim = instantiate(cfg.optimizer)
@@ -124,6 +128,9 @@ def main(args):
     if not (args.eval_only or args.eval_teacher or args.eval_assistant):
         check_output_dir(cfg.train.output_dir, args.resume)
     default_setup(cfg, args)
+    # this toolkit's modules log under their package names: to the console and log.txt like detectron2's
+    for package in ("kd_core", "scalekd", "detrdistill"):
+        setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name=package, abbrev_name=package)
 
     if args.eval_teacher:
         return do_eval_teacher(cfg)

@@ -328,6 +328,10 @@ class ScaleKDDetector(DistillationDetector):
         (:class:`~scalekd.assistant_detector.AssistantDetector`; shares this model's modules)."""
         return AssistantDetector(self)
 
+    def unregistered_modules(self) -> List[nn.Module]:
+        """The frozen teacher and the assistant (trained by its own Adam)."""
+        return super().unregistered_modules() + ([self.assistant.module] if self.assistant is not None else [])
+
     def extra_checkpointables(self) -> Dict[str, object]:
         """The assistant (weights + its Adam state) is saved in every checkpoint under 'scalekd_assistant'."""
         return {ASSISTANT_KEY: self.assistant} if self.assistant is not None else {}

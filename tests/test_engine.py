@@ -1,0 +1,83 @@
+"""kd_core.engine: the training loops build_trainer picks."""
+import torch
+from torch import nn
+
+from detectron2.utils.events import EventStorage
+
+from kd_core.engine import KDCPUAMPTrainer, KDSimpleTrainer, build_trainer, to_channels_last
+
+
+class _RecordingModel(nn.Module):
+    """A linear model whose forward records the autocast state and returns a loss dict."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(8, 8)
+        self.seen = []
+
+    def forward(self, batch):
+        self.seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        out = self.linear(batch)
+        self.seen.append(out.dtype)
+        return {"loss_a": out.float().pow(2).mean(), "loss_b": out.float().abs().mean()}
+
+
+def _loader():
+    torch.manual_seed(0)
+    while True:
+        yield torch.randn(4, 8)
+
+
+def test_cpu_amp_runs_the_forward_in_bfloat16_and_steps_fp32_weights():
+    model = _RecordingModel()
+    before = model.linear.weight.detach().clone()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = build_trainer(model, _loader(), optimizer, amp_enabled=True)
+    assert type(trainer) is KDCPUAMPTrainer
+    with EventStorage(0) as storage:
+        trainer.storage = storage
+        trainer.iter = 0
+        trainer.run_step()
+    assert model.seen == [(True, torch.bfloat16), torch.bfloat16]
+    assert model.linear.weight.dtype == torch.float32 and model.linear.weight.grad.dtype == torch.float32
+    assert not torch.equal(model.linear.weight, before)  # the optimizer stepped
+    assert "loss_a" in storage.histories()
+
+
+def test_without_amp_the_forward_is_fp32():
+    model = _RecordingModel()
+    trainer = build_trainer(model, _loader(), torch.optim.SGD(model.parameters(), lr=0.1), amp_enabled=False)
+    assert type(trainer) is KDSimpleTrainer
+    with EventStorage(0) as storage:
+        trainer.storage = storage
+        trainer.iter = 0
+        trainer.run_step()
+    assert model.seen[0][0] is False and model.seen[1] == torch.float32
+
+
+
+def test_to_channels_last_reaches_the_teacher_and_the_assistant_and_keeps_the_losses():
+    """Student, frozen teacher and ScaleKD's assistant get NHWC conv weights; the same parameters
+    (optimizers keep working) and the same losses as the NCHW model, up to float rounding."""
+    from scalekd.testing import build_tiny_scalekd, random_batch
+
+    torch.manual_seed(0)
+    model = build_tiny_scalekd("retinanet", warmup_iters=0)
+    torch.manual_seed(0)
+    reference = build_tiny_scalekd("retinanet", warmup_iters=0)  # the same weights, NCHW
+    params = {id(p) for p in model.parameters()}
+    assert to_channels_last(model) is model
+    assert {id(p) for p in model.parameters()} == params
+    nets = {"student": model.student, "teacher": model.teacher.model, "assistant": model.assistant.module}
+    for name, net in nets.items():
+        convs = [m.weight for m in net.modules() if isinstance(m, nn.Conv2d)]
+        assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs), name
+        assert not all(w.is_contiguous() for w in convs), name
+    batch = random_batch(size=(96, 128), teacher_scale=2.0)
+    with EventStorage(0):
+        losses = model(batch)
+    with EventStorage(0):
+        expected = reference(batch)
+    assert set(losses) == set(expected)
+    for k in expected:
+        torch.testing.assert_close(losses[k], expected[k], rtol=1e-4, atol=1e-5, msg=k)
