@@ -411,22 +411,25 @@ def test_config_digest_follows_the_resolved_contents(tmp_path):
 # --------------------------------------------------------------------------- quickstart
 
 
-@pytest.mark.parametrize("method", ["scalekd", "fitnet"])
-def test_quickstart_runs_three_models_with_overrides_that_exist(method, tmp_path, monkeypatch):
+@pytest.mark.parametrize("method,precision", [("scalekd", "bf16"), ("fitnet", "fp32")])
+def test_quickstart_runs_three_models_with_overrides_that_exist(method, precision, tmp_path, monkeypatch, capsys):
     from omegaconf import OmegaConf
 
     quickstart = importlib.import_module("quickstart")
     calls = []
     monkeypatch.setattr(quickstart, "train", lambda config, out, overrides, label: calls.append((config, out, list(overrides))) or 1.0)
     monkeypatch.setattr(quickstart, "final_coco_metrics", lambda d: {m: 1.0 for m in COCO_BOX_METRICS})
-    table = quickstart.main(["--method", method, "--output-dir", str(tmp_path), "--iters", "7", "--teacher-iters", "9"])
+    args = ["--method", method, "--output-dir", str(tmp_path), "--iters", "7", "--teacher-iters", "9", "--precision", precision]
+    table = quickstart.main(args)
     assert [c[0] for c in calls] == list(quickstart.METHODS[method][:3])
     teacher, student, kd = (_load(config, overrides) for config, _, overrides in calls)  # strict: every key exists
     assert teacher.train.max_iter == 9 and student.train.max_iter == kd.train.max_iter == 7
+    assert teacher.train.amp.enabled == student.train.amp.enabled == kd.train.amp.enabled == (precision == "bf16")
+    assert teacher.train.channels_last and student.train.channels_last and kd.train.channels_last
     assert kd.model.teacher.weights == os.path.join(calls[0][1], "model_final.pth")
     # the distilled student is the baseline's architecture, its teacher the trained teacher's, same test data
     assert OmegaConf.to_yaml(kd.model.student) == OmegaConf.to_yaml(student.model)
     assert OmegaConf.to_yaml(kd.model.teacher.model) == OmegaConf.to_yaml(teacher.model)
     assert OmegaConf.to_yaml(kd.dataloader.test) == OmegaConf.to_yaml(student.dataloader.test)
-    assert f"student + {method}" in table
+    assert f"student + {method}" in table and f"method {method}, {precision}" in capsys.readouterr().out
     assert open(tmp_path / "results.txt").read() == table + "\n"

@@ -4,6 +4,13 @@ Quickstart: teacher / student baseline / distilled student on the embedded synth
 
     python tools/quickstart.py                      # default method and schedule, < 10 min on 2 cores
     python tools/quickstart.py --method fitnet      # the FitNet feature-mimicking baseline instead
+    python tools/quickstart.py --precision fp32     # float32 even on a CPU with bf16 units
+
+Precision: on a CPU that computes bfloat16 in hardware (AMX or AVX512-BF16) every run trains with
+train.amp.enabled=True, i.e. its forward pass under bf16 autocast (kd_core.engine.KDCPUAMPTrainer),
+1.6-2x faster per step than fp32 on our AMX CPU; elsewhere in fp32 (--precision chooses). The
+convolutions run in channels_last (NHWC) memory format (train.channels_last=True), 1.2-1.4x faster per
+student step with bf16 there.
 
 Each model is trained with tools/lazyconfig_train_net.py (the same script and configs users run) and
 evaluated with Detectron2's COCOEvaluator at the end of training; the script then prints one table.
@@ -16,6 +23,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # noqa: E402 (run from a clone)
 from kd_core.runs import COCO_BOX_METRICS as METRICS  # noqa: E402
+from kd_core.engine import cpu_has_native_bf16  # noqa: E402
 from kd_core.runs import TrainingRunError, final_coco_metrics, run_training  # noqa: E402
 
 # method -> (teacher config, student config, distillation config, extra overrides of the KD run)
@@ -51,6 +59,12 @@ def main(argv=None):
     parser.add_argument("--iters", type=int, default=300, help="training iterations of each student")
     parser.add_argument("--teacher-iters", type=int, default=400, help="training iterations of the teacher")
     parser.add_argument("--output-dir", default="output/quickstart")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="bf16: train with bfloat16 autocast (train.amp.enabled=True); auto: bf16 where the CPU has bf16 units",
+    )
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="extra overrides for every run")
     args = parser.parse_args(argv)
 
@@ -58,8 +72,12 @@ def main(argv=None):
     if not os.path.isfile(os.path.join(ROOT, kd_cfg)):
         raise SystemExit(f"[quickstart] config {kd_cfg} is missing from this checkout.")
     out = os.path.abspath(args.output_dir)
+    precision = args.precision if args.precision != "auto" else ("bf16" if cpu_has_native_bf16() else "fp32")
+    print(f"[quickstart] precision: {precision}" + (" (this CPU computes bf16 in hardware)" if args.precision == "auto" and precision == "bf16" else ""), flush=True)
+
     def schedule(iters):
-        return [f"train.max_iter={iters}", "train.eval_period=0", f"train.checkpointer.period={iters}"] + list(args.opts)
+        speed = [f"train.amp.enabled={precision == 'bf16'}", "train.channels_last=True"]
+        return [f"train.max_iter={iters}", "train.eval_period=0", f"train.checkpointer.period={iters}"] + speed + list(args.opts)
 
     common = schedule(args.iters)
     runs = {}
@@ -87,7 +105,7 @@ def main(argv=None):
     table = "\n".join(lines)
     print(
         f"\nCOCO box AP on kd_synthetic_val (teacher {args.teacher_iters} iterations, students {args.iters} "
-        f"each, method {args.method}):\n{table}"
+        f"each, method {args.method}, {precision}):\n{table}"
     )
     with open(os.path.join(out, "results.txt"), "w") as f:
         f.write(table + "\n")
