@@ -203,8 +203,47 @@ def test_two_process_ddp_on_cpu_and_amp_flag(env, teacher_checkpoint, tmp_path):
         + FAST,
         env,
     )
-    assert "CUDA is not available: training in fp32" in log
+    assert "train.amp.enabled=True on CPU: the forward pass runs under bfloat16 autocast" in log
     assert "DistributedDataParallel" in log or os.path.isfile(os.path.join(out, "model_final.pth"))
     assert os.path.isfile(os.path.join(out, "model_final.pth"))
     keys = torch.load(os.path.join(out, "model_final.pth"), weights_only=False)["model"].keys()
     assert keys and all(k.startswith(("student.", "distillers.")) for k in keys)  # no teacher tensors
+
+
+OVERHEAD = os.path.join(ROOT, "tools", "benchmark_overhead.py")
+
+
+def test_overhead_phase_order_varies_the_predecessors():
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from benchmark_overhead import phase_order
+
+    phases = ("student_step", "teacher_forward", "kd_step", "student_inference", "exported_inference")
+    orders = [phase_order(phases, i) for i in range(8)]
+    assert all(sorted(o) == sorted(phases) for o in orders)
+    assert orders == [phase_order(phases, i) for i in range(8)]  # reproducible
+    sequence = [p for o in orders for p in o]
+    before_exported = {sequence[k - 1] for k in range(1, len(sequence)) if sequence[k] == "exported_inference"}
+    assert len(before_exported) >= 2, before_exported
+
+
+def test_overhead_benchmark_times_every_phase(env, tmp_path):
+    """tools/benchmark_overhead.py end to end on the FitNet config, as the quickstart trains (CPU
+    AMP, channels_last): every phase timed and measured, ratios consistent with the phase figures,
+    the cached-teacher phase."""
+    out = tmp_path / "overhead.json"
+    args = [OVERHEAD, "--config-file", KD_CFG, "--iters", "2", "--warmup", "0", "--json", str(out), "--amp"]
+    args += ["--teacher-cache-dir", str(tmp_path / "cache")] + FAST[1:3] + ["train.channels_last=True"]
+    _, log = run(args, env)
+    with open(out) as f:
+        summary = json.load(f)
+    phases = summary["phases"]
+    expected = {"student_step", "teacher_forward", "kd_step", "student_inference", "exported_inference", "kd_step_cached_teacher"}
+    assert set(phases) == expected
+    assert all(p["median_ms"] > 0 and p["peak_mb"] >= 0 for p in phases.values())
+    ms = {k: v["median_ms"] for k, v in phases.items()}
+    assert summary["kd_step_over_student_plus_teacher"] == pytest.approx(ms["kd_step"] / (ms["student_step"] + ms["teacher_forward"]))
+    assert summary["exported_over_student_inference"] == pytest.approx(ms["exported_inference"] / ms["student_inference"])
+    assert summary["kd_step_cached_teacher_over_kd_step"] == pytest.approx(ms["kd_step_cached_teacher"] / ms["kd_step"])
+    assert summary["amp"] is True and "train.channels_last=True" in summary["opts"]
+    assert "KD step / (student step + teacher forward)" in log
+    assert os.path.isfile(tmp_path / "cache" / "cache_info.json")

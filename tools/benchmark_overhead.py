@@ -11,18 +11,27 @@ For a distillation config it measures, on the same fixed batch:
 and prints the medians and the ratio  KD step / (student step + teacher fwd)  (target <= 1.10),
 plus exported-student inference time vs the plain student (target 1.00).
 
-Timing interleaves the phases in one process, so machine load affects them alike (ratios in one run).
+Timing interleaves the phases in one process, so machine load affects them alike (ratios in one run),
+in a new (seeded) random order every iteration, so no phase always runs right after the same other
+phase (in a fixed order the student's inference always followed a KD training step, which leaves the
+caches and the allocator in another state, and the exported student's always followed an inference).
 Peak memory: CUDA max_memory_allocated per phase on GPU; on CPU each phase runs once more in its own
 process and the peak resident set size above the resident size before that step is reported (Linux).
 
     python tools/benchmark_overhead.py --config-file configs/tiny/retinanet_r34_r18_fitnet_tiny_cpu.py
     python tools/benchmark_overhead.py --config-file CFG --device cuda --iters 50 --batch-size 2
     python tools/benchmark_overhead.py --config-file CFG --teacher-cache-dir /tmp/teacher_cache
+    python tools/benchmark_overhead.py --config-file CFG --amp train.channels_last=True   # as the quickstart trains
+
+--amp runs every forward pass under autocast as train.amp.enabled does (fp16 on CUDA, bfloat16 on
+CPU; backward and optimizer steps outside it); train.channels_last=True converts the models as the
+training script does (kd_core.engine.to_channels_last), the plain student included.
 """
 import argparse
 import copy
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -50,6 +59,7 @@ def build(args):
     from detectron2.utils.events import EventStorage  # noqa: F401
 
     from kd_core.config import apply_overrides_strict
+    from kd_core.engine import to_channels_last
 
     cfg = LazyConfig.load(args.config_file)
     cfg = apply_overrides_strict(cfg, args.opts)
@@ -60,14 +70,25 @@ def build(args):
         cfg.model.teacher.allow_random_init = True  # timing does not depend on the weights
     torch.manual_seed(0)
     model = instantiate(cfg.model).to(args.device)
+    if cfg.train.get("channels_last", False):
+        to_channels_last(model)
     batch = next(iter(instantiate(cfg.dataloader.train)))
     return cfg, model, batch
+
+
+def autocast(args):
+    """The forward-pass precision of --amp (as train.amp.enabled trains), else a no-op context."""
+    import torch
+
+    device = "cuda" if args.device.startswith("cuda") else "cpu"
+    return torch.autocast(device, dtype=torch.float16 if device == "cuda" else torch.bfloat16, enabled=args.amp)
 
 
 def make_steps(args, cfg, model, batch):
     """One callable per phase, all on the same model, batch and device."""
     import torch
 
+    from kd_core.engine import to_channels_last
     from kd_core.export import extract_student_state_dict
 
     model.train()
@@ -77,6 +98,8 @@ def make_steps(args, cfg, model, batch):
     cfg.optimizer.params.model = model
     kd_opt = instantiate_optimizer(cfg)
     plain = instantiate_student(cfg).to(args.device).eval()
+    if cfg.train.get("channels_last", False):
+        to_channels_last(plain)
     plain.load_state_dict(extract_student_state_dict(model.state_dict()))
     cache = None
     if args.teacher_cache_dir:
@@ -90,7 +113,8 @@ def make_steps(args, cfg, model, batch):
         cache = TeacherOutputCache(args.teacher_cache_dir, teacher_fingerprint(model.teacher))
 
     def train_step(net, opt):
-        losses = net(batch)
+        with autocast(args):
+            losses = net(batch)
         opt.zero_grad(set_to_none=True)
         sum(losses.values()).backward()
         opt.step()
@@ -102,16 +126,20 @@ def make_steps(args, cfg, model, batch):
         finally:
             model.teacher_cache = None  # ... only in this phase
 
+    def teacher_forward():
+        with autocast(args):
+            model.run_teacher(batch)
+
     def inference(net):
         was_training = net.training
         net.eval()
-        with torch.no_grad():
+        with torch.no_grad(), autocast(args):
             net(batch)
         net.train(was_training)
 
     steps = {
         "student_step": lambda: train_step(model.student, student_opt),
-        "teacher_forward": lambda: model.run_teacher(batch),
+        "teacher_forward": teacher_forward,
         "kd_step": lambda: train_step(model, kd_opt),
         "student_inference": lambda: inference(model.student),
         "exported_inference": lambda: inference(plain),
@@ -121,9 +149,16 @@ def make_steps(args, cfg, model, batch):
     return steps
 
 
+def phase_order(phases, iteration, seed=0):
+    """The phases in the order they run at ``iteration``: a random permutation, the same for the
+    same (iteration, seed), so that over a run every phase follows various other phases."""
+    return tuple(random.Random(f"{seed}-{iteration}").sample(list(phases), len(phases)))
+
+
 def time_phases(args, phases):
-    """Interleaved timing (phase after phase, iteration after iteration) so that drifting machine
-    load affects every phase alike; returns {phase: [seconds]} and CUDA peaks when on GPU."""
+    """Interleaved timing (phase after phase, iteration after iteration, order from
+    :func:`phase_order`) so that drifting machine load and the state a phase leaves behind affect
+    every phase alike; returns {phase: [seconds]} and CUDA peaks when on GPU."""
     import torch
     from detectron2.utils.events import EventStorage
 
@@ -133,7 +168,7 @@ def time_phases(args, phases):
     peaks = {}
     with EventStorage(args.storage_iter):
         for i in range(args.warmup + args.iters):
-            for p in phases:
+            for p in phase_order(phases, i):
                 if args.device.startswith("cuda"):
                     torch.cuda.reset_peak_memory_stats()
                 _sync(args.device)
@@ -203,6 +238,7 @@ def main(argv=None):
         default="",
         help="also time the KD step with the teacher's features read from a teacher output cache in this directory",
     )
+    parser.add_argument("--amp", action="store_true", help="forward passes under autocast (CUDA fp16, CPU bf16)")
     parser.add_argument("--phase", choices=PHASES + (CACHED_PHASE,), help=argparse.SUPPRESS)
     parser.add_argument("--json", default="", help="also write the figures to this file")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides key=value")
@@ -219,6 +255,7 @@ def main(argv=None):
             cmd = [sys.executable, os.path.abspath(__file__), "--phase", phase, "--config-file", args.config_file]
             cmd += ["--device", args.device, "--batch-size", str(args.batch_size), "--storage-iter", str(args.storage_iter)]
             cmd += ["--teacher-cache-dir", args.teacher_cache_dir] if args.teacher_cache_dir else []
+            cmd += ["--amp"] if args.amp else []
             proc = subprocess.run(cmd + list(args.opts), capture_output=True, text=True)
             lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
             if proc.returncode != 0 or not lines:
@@ -237,6 +274,8 @@ def main(argv=None):
         "config": args.config_file,
         "device": args.device,
         "batch_size": args.batch_size,
+        "amp": args.amp,
+        "opts": list(args.opts),
         "iters": args.iters,
         "kd_step_over_student_plus_teacher": ratio,
         "exported_over_student_inference": infer_ratio,
