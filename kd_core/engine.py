@@ -18,6 +18,7 @@ __all__ = [
     "KDAMPTrainer",
     "KDCPUAMPTrainer",
     "build_trainer",
+    "check_amp_support",
     "cpu_has_native_bf16",
     "to_channels_last",
     "create_ddp_model",
@@ -122,11 +123,32 @@ def to_channels_last(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def check_amp_support(model: torch.nn.Module) -> None:
+    """Raise a clear error for models known to fail under autocast, before any step runs.
+
+    Detectron2's FCOS: its GIoU box loss decodes the predicted deltas in the autocast dtype and
+    fvcore's ``giou_loss`` then writes fp32 values into a bf16/fp16 tensor (``index_put`` dtype
+    error at the first step; seen with CPU bf16, the dtype mismatch does not depend on the device).
+    """
+    from detectron2.modeling.meta_arch.fcos import FCOS
+
+    inner = unwrap(model)
+    modules = [inner] + list(getattr(inner, "unregistered_modules", lambda: [])())
+    if any(isinstance(m, FCOS) for module in modules for m in module.modules()):
+        raise ValueError(
+            "train.amp.enabled=True: Detectron2's FCOS cannot train under autocast (its GIoU loss mixes the "
+            "autocast dtype with float32 in fvcore's giou_loss). Train FCOS students and teachers with "
+            "train.amp.enabled=False."
+        )
+
+
 def build_trainer(model, data_loader, optimizer, amp_enabled: bool):
     """The training loop: fp32 (``KDSimpleTrainer``), or with ``train.amp.enabled`` Detectron2's
-    fp16 AMP on CUDA (``KDAMPTrainer``) and bfloat16 autocast on CPU (``KDCPUAMPTrainer``)."""
+    fp16 AMP on CUDA (``KDAMPTrainer``) and bfloat16 autocast on CPU (``KDCPUAMPTrainer``).
+    Models known to fail under autocast are refused first (:func:`check_amp_support`)."""
     if not amp_enabled:
         return KDSimpleTrainer(model, data_loader, optimizer)
+    check_amp_support(model)
     if next(iter(unwrap(model).parameters())).is_cuda:
         return KDAMPTrainer(model, data_loader, optimizer)
     if cpu_has_native_bf16():

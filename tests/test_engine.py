@@ -1,4 +1,5 @@
 """kd_core.engine: the training loops build_trainer picks."""
+import pytest
 import torch
 from torch import nn
 
@@ -81,3 +82,17 @@ def test_to_channels_last_reaches_the_teacher_and_the_assistant_and_keeps_the_lo
     assert set(losses) == set(expected)
     for k in expected:
         torch.testing.assert_close(losses[k], expected[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_amp_refuses_fcos_before_any_step():
+    """Detectron2's FCOS fails under autocast at its first step (fvcore giou_loss dtype mix): a clear
+    error when the trainer is built instead, also for an FCOS student inside a distillation model."""
+    from scalekd.testing import build_tiny_scalekd
+
+    model = build_tiny_scalekd("fcos")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="FCOS cannot train under autocast"):
+        build_trainer(model, _loader(), optimizer, amp_enabled=True)
+    assert type(build_trainer(model, _loader(), optimizer, amp_enabled=False)) is KDSimpleTrainer
+    retinanet = build_tiny_scalekd("retinanet")
+    assert type(build_trainer(retinanet, _loader(), torch.optim.SGD(retinanet.parameters(), lr=0.1), amp_enabled=True)) is KDCPUAMPTrainer
