@@ -22,8 +22,8 @@ setup(
     package_data={"kd_core": ["configs/**/*.py"]},
     include_package_data=True,
     install_requires=[
-        "torch>=2.1,<2.15",
-        "torchvision>=0.16,<0.30",
+        "torch>=2.4,<2.15",  # torch.is_autocast_enabled(device) / get_autocast_dtype(device)
+        "torchvision>=0.19,<0.30",
         "fvcore>=0.1.5,<0.1.6",
         "scipy>=1.10",
         "pycocotools>=2.0.6",

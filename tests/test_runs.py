@@ -425,7 +425,7 @@ def test_quickstart_runs_three_models_with_overrides_that_exist(method, precisio
     teacher, student, kd = (_load(config, overrides) for config, _, overrides in calls)  # strict: every key exists
     assert teacher.train.max_iter == 9 and student.train.max_iter == kd.train.max_iter == 7
     assert teacher.train.amp.enabled == student.train.amp.enabled == kd.train.amp.enabled == (precision == "bf16")
-    assert teacher.train.channels_last and student.train.channels_last and kd.train.channels_last
+    assert teacher.train.channels_last == student.train.channels_last == kd.train.channels_last == (precision == "bf16")
     assert kd.model.teacher.weights == os.path.join(calls[0][1], "model_final.pth")
     # the distilled student is the baseline's architecture, its teacher the trained teacher's, same test data
     assert OmegaConf.to_yaml(kd.model.student) == OmegaConf.to_yaml(student.model)

@@ -24,7 +24,7 @@ process and the peak resident set size above the resident size before that step 
     python tools/benchmark_overhead.py --config-file CFG --amp train.channels_last=True   # as the quickstart trains
 
 --amp runs every forward pass under autocast as train.amp.enabled does (fp16 on CUDA, bfloat16 on
-CPU; backward and optimizer steps outside it); train.channels_last=True converts the models as the
+CPU; backward and optimizer steps outside it; on CUDA without the gradient scaling of a real AMP step); train.channels_last=True converts the models as the
 training script does (kd_core.engine.to_channels_last), the plain student included.
 """
 import argparse
@@ -59,7 +59,7 @@ def build(args):
     from detectron2.utils.events import EventStorage  # noqa: F401
 
     from kd_core.config import apply_overrides_strict
-    from kd_core.engine import to_channels_last
+    from kd_core.engine import check_amp_support, to_channels_last
 
     cfg = LazyConfig.load(args.config_file)
     cfg = apply_overrides_strict(cfg, args.opts)
@@ -70,6 +70,8 @@ def build(args):
         cfg.model.teacher.allow_random_init = True  # timing does not depend on the weights
     torch.manual_seed(0)
     model = instantiate(cfg.model).to(args.device)
+    if args.amp:
+        check_amp_support(model)
     if cfg.train.get("channels_last", False):
         to_channels_last(model)
     batch = next(iter(instantiate(cfg.dataloader.train)))

@@ -4,7 +4,8 @@ Train or evaluate a detector, or a teacher/student distillation model, from a La
 
 Detectron2's tools/lazyconfig_train_net.py plus what distillation needs:
     * strict ``key=value`` overrides (an unknown key is an error, ``+key=value`` adds one);
-    * gradient clipping (``train.clip_grad``), AMP with a CPU fallback, DDP on CPU (gloo);
+    * gradient clipping (``train.clip_grad``), AMP (CUDA fp16, CPU bf16 autocast), ``train.channels_last``,
+      DDP on CPU (gloo);
     * auxiliary checkpointables of the model (e.g. ScaleKD's assistant optimizer) in checkpoints;
     * ``--eval-teacher``: evaluate only the frozen teacher of a KD config (a teacher whose weights
       did not load shows ~0 AP);

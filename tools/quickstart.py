@@ -8,9 +8,9 @@ Quickstart: teacher / student baseline / distilled student on the embedded synth
 
 Precision: on a CPU that computes bfloat16 in hardware (AMX or AVX512-BF16) every run trains with
 train.amp.enabled=True, i.e. its forward pass under bf16 autocast (kd_core.engine.KDCPUAMPTrainer),
-1.6-2x faster per step than fp32 on our AMX CPU; elsewhere in fp32 (--precision chooses). The
-convolutions run in channels_last (NHWC) memory format (train.channels_last=True), 1.2-1.4x faster per
-student step with bf16 there.
+1.6-2x faster per step than fp32 on our AMX CPU, with its convolutions in channels_last (NHWC) memory
+format (train.channels_last=True; 1.2-1.4x per student step with bf16 there); elsewhere in fp32 with
+the default NCHW layout (--precision chooses). Results go to output/quickstart/<precision>/.
 
 Each model is trained with tools/lazyconfig_train_net.py (the same script and configs users run) and
 evaluated with Detectron2's COCOEvaluator at the end of training; the script then prints one table.
@@ -58,7 +58,7 @@ def main(argv=None):
     parser.add_argument("--method", choices=sorted(METHODS), default="scalekd")
     parser.add_argument("--iters", type=int, default=300, help="training iterations of each student")
     parser.add_argument("--teacher-iters", type=int, default=400, help="training iterations of the teacher")
-    parser.add_argument("--output-dir", default="output/quickstart")
+    parser.add_argument("--output-dir", default="", help="default: output/quickstart/<precision>")
     parser.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16"),
@@ -71,12 +71,13 @@ def main(argv=None):
     teacher_cfg, student_cfg, kd_cfg, kd_overrides = METHODS[args.method]
     if not os.path.isfile(os.path.join(ROOT, kd_cfg)):
         raise SystemExit(f"[quickstart] config {kd_cfg} is missing from this checkout.")
-    out = os.path.abspath(args.output_dir)
     precision = args.precision if args.precision != "auto" else ("bf16" if cpu_has_native_bf16() else "fp32")
+    # one folder per precision: a finished run is reused (resumed), never relabelled
+    out = os.path.abspath(args.output_dir or os.path.join("output", "quickstart", precision))
     print(f"[quickstart] precision: {precision}" + (" (this CPU computes bf16 in hardware)" if args.precision == "auto" and precision == "bf16" else ""), flush=True)
 
     def schedule(iters):
-        speed = [f"train.amp.enabled={precision == 'bf16'}", "train.channels_last=True"]
+        speed = [f"train.amp.enabled={precision == 'bf16'}", f"train.channels_last={precision == 'bf16'}"]
         return [f"train.max_iter={iters}", "train.eval_period=0", f"train.checkpointer.period={iters}"] + speed + list(args.opts)
 
     common = schedule(args.iters)
