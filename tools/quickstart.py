@@ -63,7 +63,8 @@ def main(argv=None):
         "--precision",
         choices=("auto", "fp32", "bf16"),
         default="auto",
-        help="bf16: train with bfloat16 autocast (train.amp.enabled=True); auto: bf16 where the CPU has bf16 units",
+        help="bf16: bfloat16 autocast and channels_last (train.amp.enabled, train.channels_last); "
+        "auto: bf16 where the CPU has bf16 units, else fp32",
     )
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="extra overrides for every run")
     args = parser.parse_args(argv)
@@ -74,7 +75,8 @@ def main(argv=None):
     precision = args.precision if args.precision != "auto" else ("bf16" if cpu_has_native_bf16() else "fp32")
     # one folder per precision: a finished run is reused (resumed), never relabelled
     out = os.path.abspath(args.output_dir or os.path.join("output", "quickstart", precision))
-    print(f"[quickstart] precision: {precision}" + (" (this CPU computes bf16 in hardware)" if args.precision == "auto" and precision == "bf16" else ""), flush=True)
+    why = " (this CPU computes bf16 in hardware)" if args.precision == "auto" and precision == "bf16" else ""
+    print(f"[quickstart] precision: {precision}{why}", flush=True)
 
     def schedule(iters):
         speed = [f"train.amp.enabled={precision == 'bf16'}", f"train.channels_last={precision == 'bf16'}"]
