@@ -126,17 +126,22 @@ def to_channels_last(model: torch.nn.Module) -> torch.nn.Module:
 def check_amp_support(model: torch.nn.Module) -> None:
     """Raise a clear error for models known to fail under autocast, before any step runs.
 
-    Detectron2's FCOS: its GIoU box loss decodes the predicted deltas in the autocast dtype and
-    fvcore's ``giou_loss`` then writes fp32 values into a bf16/fp16 tensor (``index_put`` dtype
-    error at the first step; seen with CPU bf16, the dtype mismatch does not depend on the device).
+    Detectron2's own FCOS: its GIoU box loss decodes the predicted deltas in the autocast dtype
+    and fvcore's ``giou_loss`` then writes fp32 values into a bf16/fp16 tensor (``index_put``
+    dtype error at the first step; seen with CPU bf16, the dtype mismatch does not depend on the
+    device). :class:`kd_core.modeling.FCOSWithFloat32Losses` (this repository's FCOS configs)
+    trains under autocast.
     """
     from detectron2.modeling.meta_arch.fcos import FCOS
 
-    # the trained networks only: a frozen FCOS teacher never computes the loss
-    if any(isinstance(m, FCOS) for m in unwrap(model).modules()):
+    # the trained networks only (a frozen FCOS teacher never computes the loss), and only FCOS
+    # classes that keep Detectron2's losses
+    if any(isinstance(m, FCOS) and type(m).losses is FCOS.losses for m in unwrap(model).modules()):
         raise ValueError(
             "train.amp.enabled=True: Detectron2's FCOS cannot train under autocast (its GIoU loss mixes the "
-            "autocast dtype with float32 in fvcore's giou_loss). Train FCOS models with train.amp.enabled=False."
+            "autocast dtype with float32 in fvcore's giou_loss). Set the model's _target_ to "
+            "kd_core.modeling.FCOSWithFloat32Losses (same parameters and checkpoints), as this repository's "
+            "FCOS configs do, or train with train.amp.enabled=False."
         )
 
 

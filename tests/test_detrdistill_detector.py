@@ -197,3 +197,35 @@ def test_query_group_starts_from_the_teachers_reference_points(model_cfg, teache
         assert torch.allclose(extra[0], torch.cat([queries, refs], -1))
     else:  # the bare query embedding: the student's reference layer maps it
         assert torch.equal(extra, teacher_model.query_embed.weight)
+
+
+@pytest.mark.parametrize("family", ["deformable_detr", "conditional_detr", "adamixer"])
+def test_distillation_step_under_cpu_bf16_autocast(family):
+    """train.amp.enabled on CPU: one KDCPUAMPTrainer step of each tiny DETRDistill config gives
+    finite fp32 losses for every term and steps fp32 student weights."""
+    from kd_core.engine import KDCPUAMPTrainer, build_trainer
+
+    cfg = LazyConfig.load(os.path.join(ROOT, f"projects/DETRDistill/configs/detrdistill/{family}_r34_r18_tiny_cpu.py"))
+    cfg.model.teacher.weights = None
+    cfg.model.teacher.allow_random_init = True
+    torch.manual_seed(0)
+    model = instantiate(cfg.model)
+    model.train()
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    batch = _batch(size=96)
+
+    def loader():
+        while True:
+            yield batch
+
+    trainer = build_trainer(model, loader(), torch.optim.AdamW(model.parameters(), lr=1e-4), amp_enabled=True)
+    assert type(trainer) is KDCPUAMPTrainer
+    with EventStorage(0) as storage:
+        trainer.storage, trainer.iter = storage, 0
+        trainer.run_step()
+    logged = {k: v.latest() for k, v in storage.histories().items() if k.startswith("loss_")}
+    assert {"loss_class", "loss_kd_logits_class", "loss_kd_feature", "loss_kd_query_class"} <= set(logged)
+    assert all(torch.isfinite(torch.tensor(v)) for v in logged.values()), logged
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    changed = [k for k, p in model.named_parameters() if not torch.equal(p, before[k])]
+    assert changed and all(k.startswith("student.") for k in changed)

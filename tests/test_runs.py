@@ -258,6 +258,30 @@ def test_tiny_plan_shares_runs_and_dry_run_prints_commands(tmp_path, capsys):
     assert not os.path.exists(tmp_path / "o")  # a dry run writes nothing
 
 
+def test_kd_opts_change_only_the_distilled_runs(tmp_path):
+    common = ("--dry-run", "--methods", "scalekd_faster_rcnn", "--datasets", "kd_synthetic", "--seeds", "0", "1",
+              "--ablations", "--output-dir", str(tmp_path))
+    base = {(e.variant, e.seed): e.run for e in bench.build_plan(_args(*common))}
+    swept = {(e.variant, e.seed): e.run
+             for e in bench.build_plan(_args(*common, "--kd-opts", "model.distillers.sdf.weight=0.01",
+                                             "--opts", "train.amp.enabled=True"))}
+    amp_only = {(e.variant, e.seed): e.run for e in bench.build_plan(_args(*common, "--opts", "train.amp.enabled=True"))}
+    for key, run in swept.items():
+        cfg = _load(run.config, run.overrides)
+        assert cfg.train.amp.enabled is True  # --opts: every run
+        if key[0] in ("teacher", "student"):
+            assert run.output_dir == amp_only[key].output_dir  # reused by a sweep
+        else:
+            assert run.output_dir not in (amp_only[key].output_dir, base[key].output_dir)
+            # the ablation's own switch wins: CSA only stays CSA only
+            assert cfg.model.distillers.sdf.weight == (0.0 if key[0] == "csa_only" else 0.01)
+
+
+def test_benchmark_option_after_opts_is_an_early_error(tmp_path):
+    with pytest.raises(SystemExit, match="'--dry-run' was read as a config override"):
+        _args("--output-dir", str(tmp_path), "--opts", "train.amp.enabled=True", "--dry-run")
+
+
 def test_missing_dataset_is_an_early_error(tmp_path):
     with pytest.raises(SystemExit, match="bccd.*datasets-root"):
         bench.main(["--datasets", "bccd", "--datasets-root", str(tmp_path), "--output-dir", str(tmp_path / "o")])

@@ -245,5 +245,9 @@ def test_overhead_benchmark_times_every_phase(env, tmp_path):
     assert summary["exported_over_student_inference"] == pytest.approx(ms["exported_inference"] / ms["student_inference"])
     assert summary["kd_step_cached_teacher_over_kd_step"] == pytest.approx(ms["kd_step_cached_teacher"] / ms["kd_step"])
     assert summary["amp"] is True and "train.channels_last=True" in summary["opts"]
+    # the timed phases that run the student computed in bf16 (--amp on CPU)
+    assert summary["student_backbone_dtype"] == {
+        p: "bfloat16" for p in ("student_step", "kd_step", "student_inference", "kd_step_cached_teacher")
+    }
     assert "KD step / (student step + teacher forward)" in log
     assert os.path.isfile(tmp_path / "cache" / "cache_info.json")

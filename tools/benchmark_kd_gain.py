@@ -16,6 +16,8 @@ AP75, APs, APm, APl and the paired AP gain over the baseline of the same seed) a
     python tools/benchmark_kd_gain.py --methods scalekd_retinanet    # 3 datasets x 3 seeds, CPU
     python tools/benchmark_kd_gain.py --methods detrdistill --datasets bccd --seeds 0 1 --ablations
     python tools/benchmark_kd_gain.py --scale real --methods scalekd_retinanet --num-gpus 8   # COCO, GPUs
+    python tools/benchmark_kd_gain.py --methods scalekd_faster_rcnn --seeds 0 \
+        --kd-opts model.distillers.sdf.weight=0.01 --opts train.amp.enabled=True   # a KD-only sweep, CPU bf16
 
 Scales:
     tiny (default, CPU): the tiny R34 -> R18 configs (configs/tiny, projects/*/configs/*/*tiny_cpu.py),
@@ -35,7 +37,7 @@ Scales:
 
 Run folders: <output-dir>/<dataset>/<role>-...-seedN-<hash of config, its resolved contents and
 overrides>. Finished runs (model_final.pth and the final evaluation in metrics.json) are reused;
-interrupted ones resume from their last checkpoint; a changed override (--opts, --teacher-weights,
+interrupted ones resume from their last checkpoint; a changed override (--opts, --kd-opts, --teacher-weights,
 ...) or config value gives a new folder (a change of library code does not: use a new --output-dir). Methods
 that train the same config share the run (e.g. the RetinaNet R34 teacher and R18 baseline of
 scalekd_retinanet and fitnet). results.md / results.json cover the methods and datasets of the
@@ -548,7 +550,9 @@ def build_plan(args) -> List[Entry]:
                     kd_run = get_run(
                         os.path.join(base, f"{method}-{variant}-{_iters_tag(args.iters)}-seed{seed}"),
                         config=spec.kd_config,
-                        overrides=kd_data + sched + kd_extra + list(switches) + [f"model.teacher.weights={weights}"] + list(args.opts),
+                        # --kd-opts before the ablation's switches, so a sweep cannot undo an ablation
+                        overrides=kd_data + sched + kd_extra + list(args.kd_opts) + list(switches)
+                        + [f"model.teacher.weights={weights}"] + list(args.opts),
                         label=f"{dataset_name} {method} {variant} seed {seed}",
                         max_iter=max_iter,
                     )
@@ -737,6 +741,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "a tiny run's model_final.pth with optimizer state is ~150 MB")
     parser.add_argument("--num-gpus", type=int, default=1, help="passed to the training script (real scale)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the commands; run nothing")
+    parser.add_argument("--kd-opts", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="extra overrides for the distilled runs only (e.g. a loss weight sweep: the teacher and the "
+                        "baseline runs are reused); an ablation's own switch wins over them; give it before --opts")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="extra overrides for every run")
     return parser
 
@@ -752,6 +759,12 @@ def resolve_args(args):
     args.datasets = list(dict.fromkeys(args.datasets or DEFAULT_DATASETS[args.scale]))
     args.seeds = list(dict.fromkeys(args.seeds))
     args.output_dir = args.output_dir or os.path.join("output", "kd_gain", args.scale)
+    misplaced = [item for item in args.opts if item.startswith("--")]
+    if misplaced:
+        raise SystemExit(
+            f"[{PREFIX}] {misplaced[0]!r} was read as a config override: --opts takes the rest of the command "
+            "line, so give the benchmark's options before it."
+        )
     for name in ("iters", "teacher_iters"):
         if getattr(args, name) is not None and getattr(args, name) <= 0:
             raise SystemExit(f"[{PREFIX}] --{name.replace('_', '-')} must be positive, got {getattr(args, name)}.")
@@ -828,6 +841,8 @@ def main(argv=None):
         f"{args.teacher_iters or 'config'} (given or pretrained teachers: evaluated only), seeds {', '.join(map(str, args.seeds))} (mean ± sample std over seeds; "
         "AP gain = distilled student - baseline of the same seed)."
     )
+    if args.opts or args.kd_opts:
+        header += f"\nOverrides of every run: {' '.join(args.opts) or '-'}; of the distilled runs only: {' '.join(args.kd_opts) or '-'}."
     table = header + "\n\n" + markdown_table(summary, names)
     known = [s for s in seconds.values() if s is not None]
     table += f"\nWall time of the runs (as recorded when each ran): {sum(known) / 60:.0f} min over {len(known)} of {len(runs)} runs.\n"
@@ -847,6 +862,8 @@ def main(argv=None):
                     "datasets": args.datasets,
                     "ablations": args.ablations,
                     "scalekd_teacher_scale": args.scalekd_teacher_scale,
+                    "opts": args.opts,
+                    "kd_opts": args.kd_opts,
                     "model_names": {f"{m}/{v}": n for (m, v), n in names.items()},
                     "runs": [dict(r, seconds=seconds[r["output_dir"]]) for r in rows],
                     "summary": summary,

@@ -160,7 +160,8 @@ def phase_order(phases, iteration, seed=0):
 def time_phases(args, phases):
     """Interleaved timing (phase after phase, iteration after iteration, order from
     :func:`phase_order`) so that drifting machine load and the state a phase leaves behind affect
-    every phase alike; returns {phase: [seconds]} and CUDA peaks when on GPU."""
+    every phase alike; returns {phase: [seconds]}, CUDA peaks when on GPU, and {phase: dtype of
+    the student backbone's output} for the phases that run the student (what --amp computes in)."""
     import torch
     from detectron2.utils.events import EventStorage
 
@@ -168,9 +169,18 @@ def time_phases(args, phases):
     steps = make_steps(args, cfg, model, batch)
     times = {p: [] for p in phases}
     peaks = {}
+    dtypes = {}
+    running = [None]
+
+    def record_dtype(module, inputs, outputs):
+        first = next(iter(outputs.values())) if isinstance(outputs, dict) else outputs
+        dtypes[running[0]] = str(first.dtype).replace("torch.", "")
+
+    model.student.backbone.register_forward_hook(record_dtype)
     with EventStorage(args.storage_iter):
         for i in range(args.warmup + args.iters):
             for p in phase_order(phases, i):
+                running[0] = p
                 if args.device.startswith("cuda"):
                     torch.cuda.reset_peak_memory_stats()
                 _sync(args.device)
@@ -181,7 +191,7 @@ def time_phases(args, phases):
                     times[p].append(time.perf_counter() - t0)
                 if args.device.startswith("cuda"):
                     peaks[p] = max(peaks.get(p, 0.0), torch.cuda.max_memory_allocated() / 2**20)
-    return times, peaks
+    return times, peaks, dtypes
 
 
 def cpu_peak_rss(args, phase):
@@ -251,7 +261,7 @@ def main(argv=None):
         return
 
     phases = PHASES + ((CACHED_PHASE,) if args.teacher_cache_dir else ())
-    times, peaks = time_phases(args, phases)
+    times, peaks, dtypes = time_phases(args, phases)
     if not args.device.startswith("cuda"):
         for phase in phases:
             cmd = [sys.executable, os.path.abspath(__file__), "--phase", phase, "--config-file", args.config_file]
@@ -282,6 +292,7 @@ def main(argv=None):
         "kd_step_over_student_plus_teacher": ratio,
         "exported_over_student_inference": infer_ratio,
         "phases": {p: {"median_ms": r["median_s"] * 1000, "peak_mb": r["peak_mb"]} for p, r in results.items()},
+        "student_backbone_dtype": dtypes,
     }
     print(f"KD step / (student step + teacher forward) = {ratio:.3f}  (target <= 1.10)")
     print(f"exported student / student inference time  = {infer_ratio:.3f}  (target 1.00)")

@@ -7,6 +7,8 @@ from detectron2.layers import ShapeSpec
 from detectron2.model_zoo import get_config
 from detectron2.modeling.backbone import ResNet
 
+from kd_core.modeling import FCOSWithFloat32Losses
+
 NUM_CLASSES = 4  # kd_synthetic classes; override model.num_classes for other data
 FPN_CHANNELS = 64
 IMAGENET_BGR_MEAN = [103.530, 116.280, 123.675]
@@ -39,6 +41,7 @@ def _retinanet(depth):
 
 def _fcos(depth):
     model = copy.deepcopy(get_config("common/models/fcos.py").model)
+    model._target_ = FCOSWithFloat32Losses  # trains under train.amp.enabled too
     bottom_up = model.backbone.bottom_up
     bottom_up.stem.norm = "BN"
     bottom_up.stages = _resnet_stages(depth)

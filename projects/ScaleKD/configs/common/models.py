@@ -7,6 +7,7 @@ from detectron2.model_zoo import get_config as d2_config
 from detectron2.modeling.backbone import FPN
 from detectron2.modeling.backbone.fpn import LastLevelP6P7
 
+from kd_core.modeling import FCOSWithFloat32Losses
 from kd_core.schedules import LossWeightSchedule
 from kd_core.teacher import FrozenTeacher
 from scalekd import ScaleKDDetector, SDFDistiller
@@ -38,6 +39,7 @@ def retinanet(depth: int = 50):
 
 def fcos(depth: int = 50):
     model = copy.deepcopy(d2_config("common/models/fcos.py").model)
+    model._target_ = FCOSWithFloat32Losses  # trains under train.amp.enabled too
     model.backbone.bottom_up.freeze_at = 2
     return _set_depth(model, depth)
 
