@@ -14,6 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 __all__ = [
     "GradientClipHook",
+    "KDLossShareHook",
     "KDSimpleTrainer",
     "KDAMPTrainer",
     "KDCPUAMPTrainer",
@@ -184,6 +185,29 @@ class GradientClipHook(HookBase):
         if params:
             norm = torch.nn.utils.clip_grad_norm_(params, self.max_norm, self.norm_type)
             trainer.storage.put_scalar("grad_norm", norm.detach(), smoothing_hint=True)
+
+
+class KDLossShareHook(HookBase):
+    """Log ``kd_loss_share``: the distillation terms' share of the loss the student is trained on,
+    ``sum(loss_kd_*) / sum(loss_*)``, after every step.
+
+    The figure to watch when setting a KD loss weight (the ScaleKD spec: compare alpha * L_feat
+    with L_det and recalibrate). It is computed from the loss values the trainer has just put in
+    the event storage (host floats already), so it adds no device sync; steps without ``loss_kd_*``
+    terms (a student trained alone, processes that do not write metrics) log nothing. Register it
+    before the ``PeriodicWriter`` so the value is written with the step's losses.
+    """
+
+    def __init__(self, kd_prefix: str = "loss_kd_"):
+        self.kd_prefix = kd_prefix
+
+    def after_step(self):
+        storage = self.trainer.storage
+        losses = {k: v for k, (v, it) in storage.latest().items() if k.startswith("loss_") and it == storage.iter}
+        kd = [v for k, v in losses.items() if k.startswith(self.kd_prefix)]
+        total = sum(losses.values())
+        if kd and total > 0:
+            storage.put_scalar("kd_loss_share", sum(kd) / total)
 
 
 def create_ddp_model(model, *, fp16_compression=False, **kwargs):

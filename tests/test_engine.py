@@ -5,7 +5,7 @@ from torch import nn
 
 from detectron2.utils.events import EventStorage
 
-from kd_core.engine import KDCPUAMPTrainer, KDSimpleTrainer, build_trainer, to_channels_last
+from kd_core.engine import KDCPUAMPTrainer, KDLossShareHook, KDSimpleTrainer, build_trainer, to_channels_last
 
 
 class _RecordingModel(nn.Module):
@@ -139,3 +139,20 @@ def test_amp_refuses_detectron2_fcos_before_any_step():
     with pytest.raises(ValueError, match="FCOS cannot train under autocast.*FCOSWithFloat32Losses"):
         build_trainer(model, _loader(), optimizer, amp_enabled=True)
     assert type(build_trainer(model, _loader(), optimizer, amp_enabled=False)) is KDSimpleTrainer
+
+
+def test_kd_loss_share_hook_uses_this_steps_losses_only():
+    class _Trainer:
+        pass
+
+    hook = KDLossShareHook()
+    hook.trainer = _Trainer()
+    with EventStorage(0) as storage:
+        hook.trainer.storage = storage
+        storage.put_scalars(loss_cls=1.0, loss_box_reg=0.5, loss_kd_sdf=0.25, loss_kd_csa_cls=0.25, csa_loss_cls=9.0)
+        hook.after_step()
+        assert storage.latest()["kd_loss_share"][0] == pytest.approx(0.25)  # 0.5 / 2.0; csa_loss_* is not the student's
+        storage.iter = 1
+        storage.put_scalars(loss_cls=1.0)  # a student alone: no KD term this step, and last step's are stale
+        hook.after_step()
+        assert storage.latest()["kd_loss_share"] == (pytest.approx(0.25), 0)  # nothing new logged

@@ -11,6 +11,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "tools", "lazyconfig_train_net.py")
 EXPORT = os.path.join(ROOT, "tools", "export_student.py")
+GRADIENT_SHARE = os.path.join(ROOT, "tools", "kd_gradient_share.py")
 TEACHER_CFG = "configs/tiny/retinanet_r34_tiny_cpu.py"
 STUDENT_CFG = "configs/tiny/retinanet_r18_tiny_cpu.py"
 KD_CFG = "configs/tiny/retinanet_r34_r18_fitnet_tiny_cpu.py"
@@ -88,6 +89,13 @@ def test_kd_training_logs_every_term_and_schedule_survives_resume(kd_run):
     assert all(rows[i]["loss_kd_feature_mimic"] > 0.0 for i in (4, 5))  # schedule still on after resume
     assert all("loss_cls" in r and "loss_box_reg" in r for r in rows.values())
     assert "Starting training from iteration 4" in log
+    # kd_loss_share = sum(loss_kd_*) / sum(loss_*); at iteration 4 each window holds one value
+    assert all(rows[i]["kd_loss_share"] == 0.0 for i in (0, 1))
+    first = rows[4]
+    assert first["kd_loss_share"] == pytest.approx(
+        first["loss_kd_feature_mimic"] / sum(v for k, v in first.items() if k.startswith("loss_")), rel=1e-5
+    )
+    assert 0.0 < rows[5]["kd_loss_share"] < 1.0
 
 
 def test_fresh_run_refuses_to_overwrite_existing_checkpoints(kd_run, env, teacher_checkpoint):
@@ -211,6 +219,32 @@ def test_two_process_ddp_on_cpu_and_amp_flag(env, teacher_checkpoint, tmp_path):
 
 
 OVERHEAD = os.path.join(ROOT, "tools", "benchmark_overhead.py")
+
+
+def test_gradient_share_tool_reports_every_term_and_scales_with_the_kd_weight(env, teacher_checkpoint, tmp_path):
+    """tools/kd_gradient_share.py on the FitNet config with a trained teacher: a gradient norm per loss
+    term on the student's backbone and parameters; doubling the KD weight doubles the KD gradient and
+    leaves the detection gradient as it is (same seed, same batch)."""
+    summaries = []
+    for weight in (1.0, 2.0):
+        out = tmp_path / f"share{weight}.json"
+        args = [GRADIENT_SHARE, "--config-file", KD_CFG, "--json", str(out), f"model.teacher.weights={teacher_checkpoint}",
+                f"model.distillers.feature_mimic.weight.weight={weight}"] + FAST[:2]
+        _, log = run(args, env)
+        assert "|grad KD terms| / |grad detection terms|" in log
+        with open(out) as f:
+            summaries.append(json.load(f))
+    one, two = summaries
+    norms = one["gradient_norms"]
+    assert {"loss_cls", "loss_box_reg", "loss_kd_feature_mimic", "detection terms", "KD terms (loss_kd_*)"} == set(norms)
+    assert all(v["student backbone"] > 0 and v["student"] >= v["student backbone"] for v in norms.values())
+    assert norms["KD terms (loss_kd_*)"] == norms["loss_kd_feature_mimic"]
+    det = norms["detection terms"]["student"]
+    assert det <= norms["loss_cls"]["student"] + norms["loss_box_reg"]["student"] + 1e-6  # the norm of the summed gradient
+    for group in ("student backbone", "student"):
+        assert two["gradient_norms"]["KD terms (loss_kd_*)"][group] == pytest.approx(2 * norms["KD terms (loss_kd_*)"][group], rel=1e-4)
+        assert two["gradient_norms"]["detection terms"][group] == pytest.approx(norms["detection terms"][group], rel=1e-5)
+        assert two["kd_over_detection"][group] == pytest.approx(2 * one["kd_over_detection"][group], rel=1e-4)
 
 
 def test_overhead_phase_order_varies_the_predecessors():

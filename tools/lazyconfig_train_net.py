@@ -37,6 +37,7 @@ from kd_core.checkpoint import ClassHeadCheckpointer  # noqa: E402
 from kd_core.config import apply_overrides_strict  # noqa: E402
 from kd_core.engine import (  # noqa: E402
     GradientClipHook,
+    KDLossShareHook,
     build_trainer,
     check_output_dir,
     create_ddp_model,
@@ -79,6 +80,7 @@ def do_train(args, cfg):
         [
             hooks.IterationTimer(),
             GradientClipHook(clip.max_norm, clip.get("norm_type", 2.0)) if clip and clip.enabled else None,
+            KDLossShareHook(),
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
             hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
