@@ -56,6 +56,33 @@ def test_short_training_finite_losses_with_all_keys(kind):
     assert ("csa_loss_ctr" in csa) == (kind == "fcos")
 
 
+@pytest.mark.parametrize("kind", ["retinanet", "fcos", "faster_rcnn"])
+def test_with_kd_weights_zero_the_student_trains_on_its_own_losses(kind):
+    """ScaleKD re-implements the student's training forward (to reach its head outputs and RoIs):
+    with the SDF weight 0 and the mimic losses off it must give the detection losses and gradients
+    of the student's own forward on the same batch and random state."""
+    import copy
+
+    torch.manual_seed(0)
+    model = build_tiny_scalekd(kind, overrides=["teacher_scale=1.0", "distillers.sdf.weight=0.0"], warmup_iters=10**6)
+    alone = copy.deepcopy(model.student)  # the same weights and loss-normalizer state
+    batch = random_batch(size=SIZE, teacher_scale=1.0)
+    with EventStorage(0):
+        torch.manual_seed(1)
+        kd = model(batch)
+        torch.manual_seed(1)
+        own = alone(batch)
+    assert set(own) == EXPECTED_LOSSES[kind]
+    for k in own:
+        torch.testing.assert_close(kd[k], own[k], rtol=1e-5, atol=1e-6, msg=k)
+    assert all(float(kd[k]) == 0.0 for k in KD_KEYS)
+    sum(kd.values()).backward()
+    sum(own.values()).backward()
+    for (name, p), q in zip(model.student.named_parameters(), alone.parameters()):
+        if p.grad is not None or q.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
 @pytest.mark.parametrize("kind", ["retinanet", "faster_rcnn"])
 def test_gradients_are_isolated(kind):
     """The assistant's own loss never reaches the student; the mimic losses never reach the assistant."""
