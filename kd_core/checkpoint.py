@@ -1,10 +1,11 @@
-"""A DetectionCheckpointer that refuses class heads of the wrong size."""
+"""A DetectionCheckpointer that refuses class heads of the wrong size, and the checkpointer of a
+(distillation) model with its extra checkpointables."""
 from typing import Dict
 
 from detectron2.checkpoint import DetectionCheckpointer
 from torch import nn
 
-__all__ = ["ClassHeadCheckpointer", "check_class_head_shapes"]
+__all__ = ["ClassHeadCheckpointer", "build_checkpointer", "check_class_head_shapes"]
 
 
 def check_class_head_shapes(model: nn.Module, state_dict: Dict[str, object]) -> None:
@@ -46,3 +47,14 @@ class ClassHeadCheckpointer(DetectionCheckpointer):
     def _load_model(self, checkpoint):
         check_class_head_shapes(self.model, checkpoint["model"])
         return super()._load_model(checkpoint)
+
+
+def build_checkpointer(model: nn.Module, save_dir: str = "", **checkpointables) -> ClassHeadCheckpointer:
+    """The checkpointer of ``model`` (DDP-wrapped or not) with the extra state its checkpoints hold:
+    ``model.extra_checkpointables()`` when it has one (ScaleKD's assistant and its Adam state), so
+    loading a checkpoint restores them too, plus ``checkpointables`` (e.g. ``trainer=``)."""
+    from kd_core.engine import unwrap  # kd_core.engine imports nothing from here; keep it that way
+
+    inner = unwrap(model)
+    extra = inner.extra_checkpointables() if hasattr(inner, "extra_checkpointables") else {}
+    return ClassHeadCheckpointer(model, save_dir, **extra, **checkpointables)

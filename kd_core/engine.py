@@ -194,8 +194,10 @@ class KDLossShareHook(HookBase):
     The figure to watch when setting a KD loss weight (the ScaleKD spec: compare alpha * L_feat
     with L_det and recalibrate). It is computed from the loss values the trainer has just put in
     the event storage (host floats already), so it adds no device sync; steps without ``loss_kd_*``
-    terms (a student trained alone, processes that do not write metrics) log nothing. Register it
-    before the ``PeriodicWriter`` so the value is written with the step's losses.
+    terms (a student trained alone, processes that do not write metrics, iterations skipped by a
+    trainer's ``gather_metric_period``) log nothing. Register it before the ``PeriodicWriter`` so the
+    value is written with the step's losses; the console printer lists it among the losses (its name
+    contains "loss").
     """
 
     def __init__(self, kd_prefix: str = "loss_kd_"):

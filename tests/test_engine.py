@@ -23,10 +23,11 @@ class _RecordingModel(nn.Module):
         return {"loss_a": out.float().pow(2).mean(), "loss_b": out.float().abs().mean()}
 
 
-def _loader():
+def _loader(batch=None):
+    """``batch`` forever, or (default) random (4, 8) inputs for ``_RecordingModel``."""
     torch.manual_seed(0)
     while True:
-        yield torch.randn(4, 8)
+        yield torch.randn(4, 8) if batch is None else batch
 
 
 def test_cpu_amp_runs_the_forward_in_bfloat16_and_steps_fp32_weights():
@@ -84,11 +85,6 @@ def test_to_channels_last_reaches_the_teacher_and_the_assistant_and_keeps_the_lo
         torch.testing.assert_close(losses[k], expected[k], rtol=1e-4, atol=1e-5, msg=k)
 
 
-def _batches(batch):
-    while True:
-        yield batch
-
-
 def _one_step(trainer):
     with EventStorage(0) as storage:
         trainer.storage = storage
@@ -117,7 +113,7 @@ def test_fcos_trains_under_cpu_amp_alone_and_as_scalekd_student():
         (student, random_batch(teacher_scale=1.0), {"loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr"}),
         (kd, random_batch(teacher_scale=2.0), {"loss_fcos_loc", "loss_kd_sdf", "loss_kd_csa_cls", "loss_kd_csa_bbox"}),
     ]:
-        trainer = build_trainer(model, _batches(batch), torch.optim.SGD(model.parameters(), lr=0.01), amp_enabled=True)
+        trainer = build_trainer(model, _loader(batch), torch.optim.SGD(model.parameters(), lr=0.01), amp_enabled=True)
         assert type(trainer) is KDCPUAMPTrainer
         storage = _one_step(trainer)
         logged = {k: v.latest() for k, v in storage.histories().items()}

@@ -280,8 +280,6 @@ def test_overhead_benchmark_times_every_phase(env, tmp_path):
     assert summary["kd_step_cached_teacher_over_kd_step"] == pytest.approx(ms["kd_step_cached_teacher"] / ms["kd_step"])
     assert summary["amp"] is True and "train.channels_last=True" in summary["opts"]
     # the timed phases that run the student computed in bf16 (--amp on CPU)
-    assert summary["student_backbone_dtype"] == {
-        p: "bfloat16" for p in ("student_step", "kd_step", "student_inference", "kd_step_cached_teacher")
-    }
+    assert summary["student_backbone_dtype"] == {p: "bfloat16" for p in expected - {"teacher_forward"}}
     assert "KD step / (student step + teacher forward)" in log
     assert os.path.isfile(tmp_path / "cache" / "cache_info.json")

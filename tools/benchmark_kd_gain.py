@@ -741,10 +741,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "a tiny run's model_final.pth with optimizer state is ~150 MB")
     parser.add_argument("--num-gpus", type=int, default=1, help="passed to the training script (real scale)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the commands; run nothing")
-    parser.add_argument("--kd-opts", nargs="+", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--kd-opts", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="extra overrides for the distilled runs only (e.g. a loss weight sweep: the teacher and the "
                         "baseline runs are reused); an ablation's own switch wins over them; give it before --opts")
-    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="extra overrides for every run")
+    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
+                        help="extra overrides for every run, applied last (so they also win over an ablation's switch)")
     return parser
 
 
@@ -759,7 +760,7 @@ def resolve_args(args):
     args.datasets = list(dict.fromkeys(args.datasets or DEFAULT_DATASETS[args.scale]))
     args.seeds = list(dict.fromkeys(args.seeds))
     args.output_dir = args.output_dir or os.path.join("output", "kd_gain", args.scale)
-    misplaced = [item for item in args.opts if item.startswith("--")]
+    misplaced = [item for item in args.opts if item.startswith("-")]
     if misplaced:
         raise SystemExit(
             f"[{PREFIX}] {misplaced[0]!r} was read as a config override: --opts takes the rest of the command "

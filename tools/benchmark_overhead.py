@@ -87,7 +87,8 @@ def autocast(args):
 
 
 def make_steps(args, cfg, model, batch):
-    """One callable per phase, all on the same model, batch and device."""
+    """One callable per phase, all on the same model, batch and device; and the plain student
+    that the exported-student phase runs."""
     import torch
 
     from kd_core.engine import to_channels_last
@@ -148,7 +149,7 @@ def make_steps(args, cfg, model, batch):
     }
     if cache is not None:
         steps[CACHED_PHASE] = cached_train_step
-    return steps
+    return steps, plain
 
 
 def phase_order(phases, iteration, seed=0):
@@ -161,12 +162,13 @@ def time_phases(args, phases):
     """Interleaved timing (phase after phase, iteration after iteration, order from
     :func:`phase_order`) so that drifting machine load and the state a phase leaves behind affect
     every phase alike; returns {phase: [seconds]}, CUDA peaks when on GPU, and {phase: dtype of
-    the student backbone's output} for the phases that run the student (what --amp computes in)."""
+    the student backbone's output} for the phases that run the student or the exported student
+    (what --amp computes in)."""
     import torch
     from detectron2.utils.events import EventStorage
 
     cfg, model, batch = build(args)
-    steps = make_steps(args, cfg, model, batch)
+    steps, plain = make_steps(args, cfg, model, batch)
     times = {p: [] for p in phases}
     peaks = {}
     dtypes = {}
@@ -177,6 +179,7 @@ def time_phases(args, phases):
         dtypes[running[0]] = str(first.dtype).replace("torch.", "")
 
     model.student.backbone.register_forward_hook(record_dtype)
+    plain.backbone.register_forward_hook(record_dtype)
     with EventStorage(args.storage_iter):
         for i in range(args.warmup + args.iters):
             for p in phase_order(phases, i):
@@ -201,7 +204,7 @@ def cpu_peak_rss(args, phase):
     import gc
 
     cfg, model, batch = build(args)
-    steps = make_steps(args, cfg, model, batch)
+    steps, _ = make_steps(args, cfg, model, batch)
     with EventStorage(args.storage_iter):
         steps[phase]()  # first call allocates lazily created state (optimizer, caches)
         gc.collect()

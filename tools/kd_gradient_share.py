@@ -60,11 +60,11 @@ def main(argv=None):
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides key=value")
     args = parser.parse_args(argv)
 
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import LazyConfig, instantiate
     from detectron2.utils.env import seed_all_rng
     from detectron2.utils.events import EventStorage
 
+    from kd_core.checkpoint import build_checkpointer
     from kd_core.config import apply_overrides_strict
 
     cfg = apply_overrides_strict(LazyConfig.load(args.config_file), args.opts)
@@ -76,7 +76,7 @@ def main(argv=None):
     seed_all_rng(0)  # the same student init and batch on every call
     model = instantiate(cfg.model)
     if cfg.train.get("init_checkpoint"):
-        DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+        build_checkpointer(model).load(cfg.train.init_checkpoint)  # the student and, for ScaleKD, the assistant
     model.train()
     batch = next(iter(instantiate(cfg.dataloader.train)))
     with EventStorage(args.iteration):

@@ -33,7 +33,7 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format  # noqa
 from detectron2.utils import comm  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
-from kd_core.checkpoint import ClassHeadCheckpointer  # noqa: E402
+from kd_core.checkpoint import ClassHeadCheckpointer, build_checkpointer  # noqa: E402
 from kd_core.config import apply_overrides_strict  # noqa: E402
 from kd_core.engine import (  # noqa: E402
     GradientClipHook,
@@ -42,7 +42,6 @@ from kd_core.engine import (  # noqa: E402
     check_output_dir,
     create_ddp_model,
     to_channels_last,
-    unwrap,
 )
 from kd_core.meta_arch import DistillationDetector  # noqa: E402
 
@@ -54,11 +53,6 @@ def do_test(cfg, model):
         ret = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
         print_csv_format(ret)
         return ret
-
-
-def build_checkpointer(model, output_dir, **checkpointables):
-    extra = unwrap(model).extra_checkpointables() if hasattr(unwrap(model), "extra_checkpointables") else {}
-    return ClassHeadCheckpointer(model, output_dir, **extra, **checkpointables)
 
 
 def do_train(args, cfg):

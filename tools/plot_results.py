@@ -219,7 +219,7 @@ def load_kd_model(args, default_config: str):
     import torch
     from detectron2.config import LazyConfig, instantiate
 
-    from kd_core.checkpoint import ClassHeadCheckpointer
+    from kd_core.checkpoint import build_checkpointer
     from kd_core.config import apply_overrides_strict
 
     checkpoint = args.checkpoint
@@ -250,8 +250,7 @@ def load_kd_model(args, default_config: str):
     torch.manual_seed(0)
     model = instantiate(cfg.model)
     if checkpoint:
-        extra = model.extra_checkpointables() if hasattr(model, "extra_checkpointables") else {}
-        ClassHeadCheckpointer(model, **extra).load(checkpoint)
+        build_checkpointer(model).load(checkpoint)  # with the assistant (ScaleKD)
     elif not args.random_weights:
         raise SystemExit(f"[{PREFIX}] give --run-dir, --checkpoint or --random-weights.")
     return cfg, model.eval()
