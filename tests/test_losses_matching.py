@@ -120,6 +120,11 @@ def test_loss_weight_schedule():
     assert LossWeightSchedule(2.0)(0) == 2.0
     with pytest.raises(ValueError):
         LossWeightSchedule(1.0, start_iter=-1)
+    off = LossWeightSchedule(0.5, start_iter=2, end_iter=5)  # on for iterations 2, 3, 4 only
+    assert [off(i) for i in range(7)] == [0.0, 0.0, 0.5, 0.5, 0.5, 0.0, 0.0]
+    assert not off.is_active(5)
+    with pytest.raises(ValueError, match="end_iter"):
+        LossWeightSchedule(1.0, start_iter=5, end_iter=5)
 
 
 def test_current_iteration_reads_event_storage():
