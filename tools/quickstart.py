@@ -22,8 +22,8 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # noqa: E402 (run from a clone)
-from kd_core.runs import COCO_BOX_METRICS as METRICS  # noqa: E402
 from kd_core.engine import cpu_has_native_bf16  # noqa: E402
+from kd_core.runs import COCO_BOX_METRICS as METRICS  # noqa: E402
 from kd_core.runs import TrainingRunError, final_coco_metrics, run_training  # noqa: E402
 
 # method -> (teacher config, student config, distillation config, extra overrides of the KD run)
