@@ -24,7 +24,8 @@ Scales:
         from scratch; coco128 / bccd (640x480) resized like the 256 px synthetic images: training
         short edge 224-288, test 256, long edge <= 384 (about a quarter of the original pixels).
         Defaults: 300 student iterations, 400 teacher iterations, evaluation every 100 (the
-        quickstart's schedule). ScaleKD runs in its same-resolution mode (teacher_scale 1.0): the tiny
+        quickstart's schedule). The tiny Deformable DETRs learn nothing from the synthetic images in
+        that schedule; --teacher-iters 2400 --iters 1800 teaches them a little (docs/results.md). ScaleKD runs in its same-resolution mode (teacher_scale 1.0): the tiny
         teacher is trained at 1x, and a 2x teacher view triples the step time on CPU
         (--scalekd-teacher-scale 2 for the paper's mode). The tiny ScaleKD config switches the CSA mimic
         losses on at iteration 150 (half of 300); with other --iters, set

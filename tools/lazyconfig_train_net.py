@@ -35,6 +35,7 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from kd_core.checkpoint import ClassHeadCheckpointer, build_checkpointer  # noqa: E402
 from kd_core.config import apply_overrides_strict  # noqa: E402
+from kd_core.distributed import destroy_process_group  # noqa: E402
 from kd_core.engine import (  # noqa: E402
     GradientClipHook,
     KDLossShareHook,
@@ -120,6 +121,12 @@ def do_eval_assistant(cfg):
 
 
 def main(args):
+    result = run(args)
+    destroy_process_group()  # a multi-process run's workers end here (Detectron2's launch does not)
+    return result
+
+
+def run(args):
     cfg = LazyConfig.load(args.config_file)
     cfg = apply_overrides_strict(cfg, args.opts)
     if not (args.eval_only or args.eval_teacher or args.eval_assistant):
