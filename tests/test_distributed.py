@@ -2,17 +2,17 @@
 import torch
 import torch.distributed as dist
 
-from kd_core.distributed import destroy_process_group, mean_across_processes
+from kd_core.distributed import mean_across_processes, teardown_process_group
 
 
-def test_destroy_process_group_tears_down_an_initialized_group_and_is_a_no_op_otherwise(tmp_path):
-    destroy_process_group()  # nothing initialized: no error
+def test_teardown_process_group_tears_down_an_initialized_group_and_is_a_no_op_otherwise(tmp_path):
+    teardown_process_group()  # nothing initialized: no error
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
         assert dist.is_initialized()
         x = torch.arange(3.0)
         assert torch.equal(mean_across_processes(x), x)
-        destroy_process_group()
+        teardown_process_group()
         assert not dist.is_initialized()
     finally:
         if dist.is_initialized():

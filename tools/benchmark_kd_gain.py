@@ -25,11 +25,12 @@ Scales:
         short edge 224-288, test 256, long edge <= 384 (about a quarter of the original pixels).
         Defaults: 300 student iterations, 400 teacher iterations, evaluation every 100 (the
         quickstart's schedule). The tiny Deformable DETRs learn nothing from the synthetic images in
-        that schedule; --teacher-iters 2400 --iters 1800 teaches them a little (docs/results.md). ScaleKD runs in its same-resolution mode (teacher_scale 1.0): the tiny
-        teacher is trained at 1x, and a 2x teacher view triples the step time on CPU
+        that schedule; --teacher-iters 2400 --iters 1800 teaches them a little (docs/results.md).
+        ScaleKD runs in its same-resolution mode (teacher_scale 1.0): the tiny teacher is trained at
+        1x, and a 2x teacher view triples the step time on CPU
         (--scalekd-teacher-scale 2 for the paper's mode). The tiny ScaleKD config switches the CSA mimic
         losses on at iteration 150 (half of 300); with other --iters, set
-        model.csa_cls_weight.start_iter with --opts.
+        model.csa_cls_weight.start_iter with --kd-opts (the other runs have no such key).
     real (GPU): the COCO configs with their own schedules (1x / 50 epochs) unless --iters is given.
         ScaleKD teachers are the model-zoo checkpoints named in the KD configs (evaluated with
         --eval-teacher, not trained) and its baselines are the KD config's student trained alone

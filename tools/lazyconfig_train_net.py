@@ -35,7 +35,7 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from kd_core.checkpoint import ClassHeadCheckpointer, build_checkpointer  # noqa: E402
 from kd_core.config import apply_overrides_strict  # noqa: E402
-from kd_core.distributed import destroy_process_group  # noqa: E402
+from kd_core.distributed import teardown_process_group  # noqa: E402
 from kd_core.engine import (  # noqa: E402
     GradientClipHook,
     KDLossShareHook,
@@ -122,7 +122,7 @@ def do_eval_assistant(cfg):
 
 def main(args):
     result = run(args)
-    destroy_process_group()  # a multi-process run's workers end here (Detectron2's launch does not)
+    teardown_process_group()  # a multi-process run's workers end here (Detectron2's launch does not)
     return result
 
 
