@@ -75,7 +75,8 @@ def run_training(
         extra_args: more command-line options of the training script (e.g. ``["--num-gpus", "8"]``).
         prefix: tag at the start of every printed line (``[prefix] label: ...``).
 
-    Prints the command, then ``iter N total_loss X`` for every iteration the script logs. On a
+    Prints the command, then ``iter N total_loss X (this run's eta H:MM:SS)`` for every iteration the
+    script logs (the eta is Detectron2's estimate for the rest of this run, evaluation excluded). On a
     non-zero exit prints the last 60 lines of the job's output and raises :class:`TrainingRunError`.
     """
     if not os.path.isfile(TRAIN_SCRIPT):
@@ -98,7 +99,8 @@ def run_training(
             parts = line.split()
             it = parts[parts.index("iter:") + 1]
             loss = parts[parts.index("total_loss:") + 1] if "total_loss:" in parts else "?"
-            print(f"[{prefix}] {label}: iter {it} total_loss {loss}", flush=True)
+            eta = line.split("eta:", 1)[1].split("iter:", 1)[0].strip()  # "0:02:50", "1 day, 2:03:04"
+            print(f"[{prefix}] {label}: iter {it} total_loss {loss} (this run's eta {eta})", flush=True)
     if proc.wait() != 0:
         sys.stdout.write("".join(tail))
         raise TrainingRunError(f"[{prefix}] {label} failed (see the log above and {output_dir}/log.txt)")

@@ -152,3 +152,48 @@ def test_kd_loss_share_hook_uses_this_steps_losses_only():
         storage.put_scalars(loss_cls=1.0)  # a student alone: no KD term this step, and last step's are stale
         hook.after_step()
         assert storage.latest()["kd_loss_share"] == (pytest.approx(0.25), 0)  # nothing new logged
+
+
+def test_config_optimizers_are_fused_and_a_checkpoint_of_the_default_kernel_resumes_with_it():
+    """The shared optimizers (kd_core's SGD and AdamW, DETRDistill's AdamW) use PyTorch's fused
+    kernels. An optimizer state saved by the default (unfused) AdamW, i.e. a checkpoint of a run
+    started before fused became the default, loads into the configured optimizer and continues
+    that run's update with its kernel: PyTorch's load_state_dict restores every param-group
+    setting, ``fused`` included, from the checkpoint."""
+    import copy
+    import os
+
+    from detectron2.config import LazyConfig, instantiate
+
+    from kd_core.config import get_config
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    detr_optim = LazyConfig.load(os.path.join(repo, "projects", "DETRDistill", "configs", "common", "optim.py"))
+    common = get_config("common/optim.py")
+    model = _RecordingModel()
+    for cfg in (common.SGD, common.AdamW, detr_optim.optimizer):
+        cfg.params.model = model
+        assert instantiate(cfg).defaults["fused"] is True
+
+    def step(net, optimizer, x):
+        optimizer.zero_grad()
+        sum(net(x).values()).backward()
+        optimizer.step()
+
+    torch.manual_seed(0)
+    inputs = torch.randn(5, 4, 8)
+    unfused = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=1e-4)
+    for x in inputs[:3]:
+        step(model, unfused, x)
+    resumed_model = copy.deepcopy(model)
+    common.AdamW.params.model = resumed_model
+    common.AdamW.lr = 1e-2
+    resumed = instantiate(common.AdamW)
+    resumed.load_state_dict(copy.deepcopy(unfused.state_dict()))  # as if read from a checkpoint file
+    for x in inputs[3:]:
+        step(model, unfused, x)
+        step(resumed_model, resumed, x)
+    assert resumed.state_dict()["state"][0]["step"].item() == 5
+    assert not any(group["fused"] for group in resumed.param_groups)  # the kernel the run started with
+    for a, b in zip(model.parameters(), resumed_model.parameters()):
+        torch.testing.assert_close(a, b)

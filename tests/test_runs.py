@@ -125,7 +125,7 @@ os.makedirs(out, exist_ok=True)
 with open(os.path.join(out, "argv.json"), "w") as f:
     json.dump({"argv": sys.argv[1:], "cwd": os.getcwd(), "env": os.environ.get("KD_TEST_VAR")}, f)
 print("[11/21 06:31:31] d2.utils.events INFO:  eta: 0:02:50  iter: 19  total_loss: 1.228  loss_cls: 0.7")
-print("[11/21 06:31:40] d2.utils.events INFO:  eta: 0:00:00  iter: 39  loss_cls: 0.5")
+print("[11/21 06:31:40] d2.utils.events INFO:  eta: 1 day, 2:03:04  iter: 39  loss_cls: 0.5")
 for i in range(70):
     print(f"log line {i}")
 sys.exit(3 if "fail=1" in sys.argv else 0)
@@ -145,8 +145,8 @@ def test_run_training_command_progress_resume_and_failure(tmp_path, monkeypatch,
     assert seen["argv"] == ["--config-file", "cfg.py", f"train.output_dir={out}", "a=1"]
     assert seen["cwd"] == runs.ROOT and seen["env"] == "x"
     printed = capsys.readouterr().out
-    assert "[t] my run: iter 19 total_loss 1.228" in printed
-    assert "[t] my run: iter 39 total_loss ?" in printed
+    assert "[t] my run: iter 19 total_loss 1.228 (this run's eta 0:02:50)" in printed
+    assert "[t] my run: iter 39 total_loss ? (this run's eta 1 day, 2:03:04)" in printed
     assert "log line" not in printed  # only progress lines on success
 
     open(os.path.join(out, "last_checkpoint"), "w").close()

@@ -247,6 +247,17 @@ def test_gradient_share_tool_reports_every_term_and_scales_with_the_kd_weight(en
         assert two["kd_over_detection"][group] == pytest.approx(2 * one["kd_over_detection"][group], rel=1e-4)
 
 
+def test_overhead_unfused_optimizer_leaves_the_config_fused():
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from benchmark_overhead import instantiate_optimizer
+    from detectron2.config import LazyConfig
+
+    cfg = LazyConfig.load(os.path.join(ROOT, KD_CFG))
+    cfg.optimizer.params.model = torch.nn.Linear(3, 2)
+    assert instantiate_optimizer(cfg, fused=False).defaults["fused"] is False
+    assert cfg.optimizer.fused is True and instantiate_optimizer(cfg).defaults["fused"] is True
+
+
 def test_overhead_phase_order_varies_the_predecessors():
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     from benchmark_overhead import phase_order
@@ -263,21 +274,23 @@ def test_overhead_phase_order_varies_the_predecessors():
 def test_overhead_benchmark_times_every_phase(env, tmp_path):
     """tools/benchmark_overhead.py end to end on the FitNet config, as the quickstart trains (CPU
     AMP, channels_last): every phase timed and measured, ratios consistent with the phase figures,
-    the cached-teacher phase."""
+    the cached-teacher phase and the unfused-optimizer phase."""
     out = tmp_path / "overhead.json"
     args = [OVERHEAD, "--config-file", KD_CFG, "--iters", "2", "--warmup", "0", "--json", str(out), "--amp"]
-    args += ["--teacher-cache-dir", str(tmp_path / "cache")] + FAST[1:3] + ["train.channels_last=True"]
+    args += ["--teacher-cache-dir", str(tmp_path / "cache"), "--unfused-optimizer"] + FAST[1:3] + ["train.channels_last=True"]
     _, log = run(args, env)
     with open(out) as f:
         summary = json.load(f)
     phases = summary["phases"]
     expected = {"student_step", "teacher_forward", "kd_step", "student_inference", "exported_inference", "kd_step_cached_teacher"}
+    expected.add("student_step_unfused_optimizer")
     assert set(phases) == expected
     assert all(p["median_ms"] > 0 and p["peak_mb"] >= 0 for p in phases.values())
     ms = {k: v["median_ms"] for k, v in phases.items()}
     assert summary["kd_step_over_student_plus_teacher"] == pytest.approx(ms["kd_step"] / (ms["student_step"] + ms["teacher_forward"]))
     assert summary["exported_over_student_inference"] == pytest.approx(ms["exported_inference"] / ms["student_inference"])
     assert summary["kd_step_cached_teacher_over_kd_step"] == pytest.approx(ms["kd_step_cached_teacher"] / ms["kd_step"])
+    assert summary["student_step_over_unfused_optimizer_step"] == pytest.approx(ms["student_step"] / ms["student_step_unfused_optimizer"])
     assert summary["amp"] is True and "train.channels_last=True" in summary["opts"]
     # the timed phases that run the student computed in bf16 (--amp on CPU)
     assert summary["student_backbone_dtype"] == {p: "bfloat16" for p in expected - {"teacher_forward"}}

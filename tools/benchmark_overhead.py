@@ -8,6 +8,9 @@ For a distillation config it measures, on the same fixed batch:
     KD step        forward + backward + optimizer step of the distillation model
     KD step, cached teacher   (with --teacher-cache-dir) the same step with the teacher's features read
                    from the teacher output cache (the batch repeats, so every step after the first is a hit)
+    student step, unfused optimizer   (with --unfused-optimizer) the student step of a copy of the student
+                   whose optimizer is built with fused=False (PyTorch's default kernel; the configs'
+                   optimizers are fused), to measure what the fused kernel saves
 and prints the medians and the ratio  KD step / (student step + teacher fwd)  (target <= 1.10),
 plus exported-student inference time vs the plain student (target 1.00).
 
@@ -22,6 +25,7 @@ process and the peak resident set size above the resident size before that step 
     python tools/benchmark_overhead.py --config-file CFG --device cuda --iters 50 --batch-size 2
     python tools/benchmark_overhead.py --config-file CFG --teacher-cache-dir /tmp/teacher_cache
     python tools/benchmark_overhead.py --config-file CFG --amp train.channels_last=True   # as the quickstart trains
+    python tools/benchmark_overhead.py --config-file CFG --unfused-optimizer
 
 --amp runs every forward pass under autocast as train.amp.enabled does (fp16 on CUDA, bfloat16 on
 CPU; backward and optimizer steps outside it; on CUDA without the gradient scaling of a real AMP step); train.channels_last=True converts the models as the
@@ -44,6 +48,7 @@ add_project_paths()
 
 PHASES = ("student_step", "teacher_forward", "kd_step", "student_inference", "exported_inference")
 CACHED_PHASE = "kd_step_cached_teacher"
+UNFUSED_PHASE = "student_step_unfused_optimizer"
 
 
 def _sync(device):
@@ -87,8 +92,9 @@ def autocast(args):
 
 
 def make_steps(args, cfg, model, batch):
-    """One callable per phase, all on the same model, batch and device; and the plain student
-    that the exported-student phase runs."""
+    """One callable per phase, all on the same model, batch and device; and the networks besides
+    the KD model that phases train or run: the plain student of the exported-student phase and,
+    with --unfused-optimizer, the student copy that the unfused optimizer trains."""
     import torch
 
     from kd_core.engine import to_channels_last
@@ -149,7 +155,18 @@ def make_steps(args, cfg, model, batch):
     }
     if cache is not None:
         steps[CACHED_PHASE] = cached_train_step
-    return steps, plain
+    if args.unfused_optimizer:
+        if cfg.optimizer.get("fused") is not True:
+            raise SystemExit(
+                f"--unfused-optimizer compares with the config's fused optimizer, but optimizer.fused is "
+                f"{cfg.optimizer.get('fused')!r} in {args.config_file}."
+            )
+        twin = copy.deepcopy(model.student)  # its own weights, so both students take the same steps
+        cfg.optimizer.params.model = twin
+        unfused_opt = instantiate_optimizer(cfg, fused=False)
+        steps[UNFUSED_PHASE] = lambda: train_step(twin, unfused_opt)
+        return steps, [plain, twin]
+    return steps, [plain]
 
 
 def phase_order(phases, iteration, seed=0):
@@ -162,13 +179,13 @@ def time_phases(args, phases):
     """Interleaved timing (phase after phase, iteration after iteration, order from
     :func:`phase_order`) so that drifting machine load and the state a phase leaves behind affect
     every phase alike; returns {phase: [seconds]}, CUDA peaks when on GPU, and {phase: dtype of
-    the student backbone's output} for the phases that run the student or the exported student
-    (what --amp computes in)."""
+    the student backbone's output} for the phases that run the student, the exported student or
+    the student copy of --unfused-optimizer (what --amp computes in)."""
     import torch
     from detectron2.utils.events import EventStorage
 
     cfg, model, batch = build(args)
-    steps, plain = make_steps(args, cfg, model, batch)
+    steps, other_students = make_steps(args, cfg, model, batch)
     times = {p: [] for p in phases}
     peaks = {}
     dtypes = {}
@@ -179,7 +196,8 @@ def time_phases(args, phases):
         dtypes[running[0]] = str(first.dtype).replace("torch.", "")
 
     model.student.backbone.register_forward_hook(record_dtype)
-    plain.backbone.register_forward_hook(record_dtype)
+    for student in other_students:
+        student.backbone.register_forward_hook(record_dtype)
     with EventStorage(args.storage_iter):
         for i in range(args.warmup + args.iters):
             for p in phase_order(phases, i):
@@ -223,10 +241,14 @@ def _proc_status_kb(field):
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def instantiate_optimizer(cfg):
+def instantiate_optimizer(cfg, **overrides):
+    """``cfg.optimizer`` with ``overrides`` (e.g. ``fused=False``) applied to a copy."""
     from detectron2.config import instantiate
 
-    return instantiate(cfg.optimizer)
+    optimizer = copy.deepcopy(cfg.optimizer) if overrides else cfg.optimizer
+    for key, value in overrides.items():
+        optimizer[key] = value
+    return instantiate(optimizer)
 
 
 def instantiate_student(cfg):
@@ -254,7 +276,12 @@ def main(argv=None):
         help="also time the KD step with the teacher's features read from a teacher output cache in this directory",
     )
     parser.add_argument("--amp", action="store_true", help="forward passes under autocast (CUDA fp16, CPU bf16)")
-    parser.add_argument("--phase", choices=PHASES + (CACHED_PHASE,), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--unfused-optimizer",
+        action="store_true",
+        help="also time the student step with the optimizer's default (unfused) kernel",
+    )
+    parser.add_argument("--phase", choices=PHASES + (CACHED_PHASE, UNFUSED_PHASE), help=argparse.SUPPRESS)
     parser.add_argument("--json", default="", help="also write the figures to this file")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides key=value")
     args = parser.parse_args(argv)
@@ -263,7 +290,7 @@ def main(argv=None):
         print("RESULT " + json.dumps({"peak_mb": cpu_peak_rss(args, args.phase)}), flush=True)
         return
 
-    phases = PHASES + ((CACHED_PHASE,) if args.teacher_cache_dir else ())
+    phases = PHASES + ((CACHED_PHASE,) if args.teacher_cache_dir else ()) + ((UNFUSED_PHASE,) if args.unfused_optimizer else ())
     times, peaks, dtypes = time_phases(args, phases)
     if not args.device.startswith("cuda"):
         for phase in phases:
@@ -271,6 +298,7 @@ def main(argv=None):
             cmd += ["--device", args.device, "--batch-size", str(args.batch_size), "--storage-iter", str(args.storage_iter)]
             cmd += ["--teacher-cache-dir", args.teacher_cache_dir] if args.teacher_cache_dir else []
             cmd += ["--amp"] if args.amp else []
+            cmd += ["--unfused-optimizer"] if args.unfused_optimizer else []
             proc = subprocess.run(cmd + list(args.opts), capture_output=True, text=True)
             lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
             if proc.returncode != 0 or not lines:
@@ -279,8 +307,9 @@ def main(argv=None):
             peaks[phase] = json.loads(lines[-1][len("RESULT ") :])["peak_mb"]
     results = {p: {"median_s": statistics.median(times[p]), "peak_mb": peaks[p]} for p in phases}
     mem_kind = "CUDA max allocated" if args.device.startswith("cuda") else "peak RSS increase"
+    width = max(len(p) for p in results)
     for p, r in results.items():
-        print(f"{p:<20} median {r['median_s'] * 1000:8.1f} ms   {mem_kind} {r['peak_mb']:8.1f} MB", flush=True)
+        print(f"{p:<{width}} median {r['median_s'] * 1000:8.1f} ms   {mem_kind} {r['peak_mb']:8.1f} MB", flush=True)
 
     s, t, k = (results[p]["median_s"] for p in ("student_step", "teacher_forward", "kd_step"))
     ratio = k / (s + t)
@@ -305,6 +334,10 @@ def main(argv=None):
         summary["kd_step_cached_teacher_over_student_step"] = cached / s
         print(f"KD step, cached teacher / KD step            = {cached / k:.3f}")
         print(f"KD step, cached teacher / student step       = {cached / s:.3f}")
+    if args.unfused_optimizer:
+        unfused = results[UNFUSED_PHASE]["median_s"]
+        summary["student_step_over_unfused_optimizer_step"] = s / unfused
+        print(f"student step / student step, unfused optimizer = {s / unfused:.3f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=2)

@@ -77,6 +77,11 @@ def main(argv=None):
     out = os.path.abspath(args.output_dir or os.path.join("output", "quickstart", precision))
     why = " (this CPU computes bf16 in hardware)" if args.precision == "auto" and precision == "bf16" else ""
     print(f"[quickstart] precision: {precision}{why}", flush=True)
+    print(
+        f"[quickstart] three runs, one after the other: the teacher ({args.teacher_iters} iterations), the student "
+        f"alone ({args.iters}) and the distilled student ({args.method}, {args.iters}), each evaluated at its end",
+        flush=True,
+    )
 
     def schedule(iters):
         speed = [f"train.amp.enabled={precision == 'bf16'}", f"train.channels_last={precision == 'bf16'}"]

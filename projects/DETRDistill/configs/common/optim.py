@@ -20,4 +20,5 @@ optimizer = L(torch.optim.AdamW)(
     lr=2e-4,
     betas=(0.9, 0.999),
     weight_decay=1e-4,
+    fused=True,  # PyTorch's single-kernel AdamW, as kd_core's configs/common/optim.py
 )
