@@ -290,7 +290,8 @@ def main(argv=None):
         print("RESULT " + json.dumps({"peak_mb": cpu_peak_rss(args, args.phase)}), flush=True)
         return
 
-    phases = PHASES + ((CACHED_PHASE,) if args.teacher_cache_dir else ()) + ((UNFUSED_PHASE,) if args.unfused_optimizer else ())
+    phases = PHASES + ((CACHED_PHASE,) if args.teacher_cache_dir else ())
+    phases += (UNFUSED_PHASE,) if args.unfused_optimizer else ()
     times, peaks, dtypes = time_phases(args, phases)
     if not args.device.startswith("cuda"):
         for phase in phases:
