@@ -1,11 +1,11 @@
-"""A DetectionCheckpointer that refuses class heads of the wrong size, and the checkpointer of a
-(distillation) model with its extra checkpointables."""
+"""A DetectionCheckpointer that refuses class heads of the wrong size and resuming from another
+model's checkpoint, and the checkpointer of a (distillation) model with its extra checkpointables."""
 from typing import Dict
 
 from detectron2.checkpoint import DetectionCheckpointer
 from torch import nn
 
-__all__ = ["ClassHeadCheckpointer", "build_checkpointer", "check_class_head_shapes"]
+__all__ = ["ClassHeadCheckpointer", "build_checkpointer", "check_class_head_shapes", "check_resumed_model_matches"]
 
 
 def check_class_head_shapes(model: nn.Module, state_dict: Dict[str, object]) -> None:
@@ -37,14 +37,51 @@ def check_class_head_shapes(model: nn.Module, state_dict: Dict[str, object]) -> 
                 )
 
 
+def check_resumed_model_matches(model: nn.Module, state_dict: Dict[str, object], path: str) -> None:
+    """Raise a clear error when the checkpoint a run resumes from (``path``, its ``state_dict``) is not
+    of ``model``'s architecture: a key missing on either side or a parameter of another shape.
+
+    Detectron2 loads such a checkpoint with warnings only, and since it restores the iteration too,
+    a resumed run of a finished output directory would end at once and report the AP of a model with
+    partly random weights (e.g. an output directory left by a run of another config).
+    """
+    own = model.state_dict()
+    ckpt = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+    problems = [f"'{k}' is missing from the checkpoint" for k in own if k not in ckpt]
+    problems += [f"'{k}' is in the checkpoint but not in the model" for k in ckpt if k not in own]
+    problems += [
+        f"'{k}' has shape {tuple(ckpt[k].shape)} in the checkpoint and {tuple(v.shape)} in the model"
+        for k, v in own.items()
+        if k in ckpt and hasattr(ckpt[k], "shape") and tuple(ckpt[k].shape) != tuple(v.shape)
+    ]
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise ValueError(
+            f"Cannot resume from {path}: it is a checkpoint of another model ({shown}). Resume with the "
+            "config that wrote it, or set train.output_dir to a new directory (nothing was changed)."
+        )
+
+
 class ClassHeadCheckpointer(DetectionCheckpointer):
-    """``DetectionCheckpointer`` that raises :func:`check_class_head_shapes`' error.
+    """``DetectionCheckpointer`` that raises :func:`check_class_head_shapes`' error, and on resume
+    :func:`check_resumed_model_matches`' error.
 
     Detectron2 skips parameters whose shapes differ with only a warning, which for a class head
     silently yields a randomly initialized classifier (AP 0).
     """
 
+    _resuming_from = ""
+
+    def resume_or_load(self, path: str, *, resume: bool = True):
+        self._resuming_from = self.get_checkpoint_file() if resume and self.has_checkpoint() else ""
+        try:
+            return super().resume_or_load(path, resume=resume)
+        finally:
+            self._resuming_from = ""
+
     def _load_model(self, checkpoint):
+        if self._resuming_from:
+            check_resumed_model_matches(self.model, checkpoint["model"], self._resuming_from)
         check_class_head_shapes(self.model, checkpoint["model"])
         return super()._load_model(checkpoint)
 

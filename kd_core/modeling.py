@@ -1,10 +1,39 @@
-"""Detectron2 detectors with the small changes this toolkit needs to train them under autocast."""
+"""Detectron2 model pieces with the small changes this toolkit needs: an FCOS that trains under
+autocast, and ResNet-18/34 stages of any width (the tiny half-width models)."""
 from typing import List
 
 import torch
+from detectron2.modeling.backbone import ResNet
+from detectron2.modeling.backbone.resnet import BasicBlock
 from detectron2.modeling.meta_arch.fcos import FCOS
 
-__all__ = ["FCOSWithFloat32Losses"]
+__all__ = ["FCOSWithFloat32Losses", "basic_block_resnet_stages"]
+
+_BASIC_BLOCKS_PER_STAGE = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3]}
+
+
+def basic_block_resnet_stages(depth: int, width: int = 64, norm: str = "BN"):
+    """The stages res2-res5 of a ResNet-18/34 whose channel counts are ``width``, 2x, 4x, 8x
+    (``width=64``: the standard network, module for module what Detectron2's
+    ``ResNet.make_default_stages(depth, norm=norm)`` builds, which has no width argument).
+    The stem (``BasicStem(out_channels=width)``) and whatever reads res5 (``8 * width``
+    channels) must agree. Returns ``list[list[BasicBlock]]``, the ``stages`` of ``ResNet``.
+    """
+    if depth not in _BASIC_BLOCKS_PER_STAGE:
+        raise ValueError(f"basic_block_resnet_stages: depth must be 18 or 34, got {depth}")
+    out_channels = [width, 2 * width, 4 * width, 8 * width]
+    in_channels = [width] + out_channels[:-1]
+    return [
+        ResNet.make_stage(
+            block_class=BasicBlock,
+            num_blocks=n,
+            stride_per_block=[stride] + [1] * (n - 1),
+            in_channels=c_in,
+            out_channels=c_out,
+            norm=norm,
+        )
+        for n, stride, c_in, c_out in zip(_BASIC_BLOCKS_PER_STAGE[depth], [1, 2, 2, 2], in_channels, out_channels)
+    ]
 
 
 class FCOSWithFloat32Losses(FCOS):

@@ -20,6 +20,18 @@ def _small_thread_count():
     yield
 
 
+@pytest.fixture(scope="module")
+def one_intra_op_thread():
+    """One intra-op thread for a module's tests (``pytestmark = pytest.mark.usefixtures(...)``): on a
+    shared, oversubscribed CPU two spinning threads run ~5x slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def shared_datasets():
     if not os.path.isdir(SHARED_DATASETS):

@@ -3,7 +3,6 @@ import glob
 import os
 
 import pytest
-import torch
 from detectron2.config import LazyConfig, instantiate
 
 from scalekd import ScaleKDDetector
@@ -13,12 +12,7 @@ RUNNABLE = sorted(p for p in glob.glob(os.path.join(CONFIG_DIR, "*", "*.py")) if
 KD_CONFIGS = [p for p in RUNNABLE if "scalekd" in os.path.basename(p)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 
 @pytest.mark.parametrize("path", RUNNABLE, ids=lambda p: os.path.relpath(p, CONFIG_DIR))

@@ -21,13 +21,7 @@ EXPECTED_LOSSES = {
 KD_KEYS = {"loss_kd_sdf", "loss_kd_csa_cls", "loss_kd_csa_bbox"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared, oversubscribed CPU two spinning threads run ~5x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 
 def _student_params(model):

@@ -21,13 +21,7 @@ from scalekd.losses import dense_cls_mimic_loss, roi_box_mimic_loss, roi_cls_mim
 
 # ----------------------------------------------------------------------------- SDF
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared, oversubscribed CPU two spinning threads run ~5x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 def test_sdf_embedding_shape_and_weight_sharing():
     emb = ScaleDecoupledEmbedding(32, embed_dims=(256, 256), dilations=(1, 2, 3))

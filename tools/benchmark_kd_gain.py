@@ -24,8 +24,10 @@ Scales:
         from scratch; coco128 / bccd (640x480) resized like the 256 px synthetic images: training
         short edge 224-288, test 256, long edge <= 384 (about a quarter of the original pixels).
         Defaults: 300 student iterations, 400 teacher iterations, evaluation every 100 (the
-        quickstart's schedule). The tiny Deformable DETRs learn nothing from the synthetic images in
-        that schedule; --teacher-iters 2400 --iters 1800 teaches them a little (docs/results.md).
+        quickstart's schedule). scalekd_retinanet_w32 is the quickstart's pair: scalekd_retinanet with
+        half-width ResNets (docs/results.md has their step times). The tiny Deformable DETRs learn
+        nothing from the synthetic images in that schedule; --teacher-iters 2400 --iters 1800 teaches
+        them a little (docs/results.md).
         ScaleKD runs in its same-resolution mode (teacher_scale 1.0): the tiny teacher is trained at
         1x, and a 2x teacher view triples the step time on CPU
         (--scalekd-teacher-scale 2 for the paper's mode). The tiny ScaleKD config switches the CSA mimic
@@ -46,8 +48,8 @@ scalekd_retinanet and fitnet). results.md / results.json cover the methods and d
 invocation (rerun with all of them to rebuild the full table: finished runs are only read).
 A model with no detection at all (Detectron2 reports NaN for every metric) counts as AP 0.
 
-Time, tiny scale, CPU (2 cores), estimated from the step times of the quickstart's runs (RetinaNet
-R34 0.51 s/it, R18 0.31 s/it, ScaleKD same-resolution 0.57 s/it at batch 4, 256 px) and 3-iteration
+Time, tiny scale, CPU (2 cores), estimated from the step times of the quickstart's full-width runs on
+machine A (RetinaNet R34 0.51 s/it, R18 0.31 s/it, ScaleKD same-resolution 0.57 s/it at batch 4, 256 px) and 3-iteration
 smoke runs (Deformable DETR KD ~0.5 s/it at batch 2), not from complete benchmark runs: about 20 min
 for kd_synthetic and 25-30 min each for coco128 / bccd per method with 3 seeds, i.e. 1-1.5 h per
 method for the default datasets; --ablations adds 2 (ScaleKD) / 3 (DETRDistill) KD runs per seed,
@@ -153,6 +155,16 @@ METHODS: Dict[str, Dict[str, MethodSpec]] = {
             teacher_name="RetinaNet R34",
             student_name="RetinaNet R18",
         ),
+        # the quickstart's pair: the same RetinaNets with half-width ResNets
+        "scalekd_retinanet_w32": MethodSpec(
+            "dense",
+            "configs/tiny/retinanet_r34_w32_tiny_cpu.py",
+            "configs/tiny/retinanet_r18_w32_tiny_cpu.py",
+            _SCALEKD_TINY + "retinanet_r34_r18_w32_scalekd_tiny_cpu.py",
+            ablations=SCALEKD_ABLATIONS,
+            teacher_name="RetinaNet R34 w32",
+            student_name="RetinaNet R18 w32",
+        ),
         "scalekd_fcos": MethodSpec(
             "dense",
             _SCALEKD_TINY + "fcos_r34_tiny_cpu.py",
@@ -219,7 +231,7 @@ METHODS: Dict[str, Dict[str, MethodSpec]] = {
         ),
     },
 }
-METHOD_NAMES = ("detrdistill", "scalekd_retinanet", "scalekd_fcos", "scalekd_faster_rcnn", "fitnet")
+METHOD_NAMES = ("detrdistill", "scalekd_retinanet", "scalekd_retinanet_w32", "scalekd_fcos", "scalekd_faster_rcnn", "fitnet")
 NUM_CLASSES_KEY = {"detr": "num_classes", "dense": "num_classes", "rcnn": "roi_heads.num_classes"}
 
 

@@ -2,15 +2,21 @@
 """
 Quickstart: teacher / student baseline / distilled student on the embedded synthetic dataset, on CPU.
 
-    python tools/quickstart.py                      # default method and schedule, < 10 min on 2 cores
+    python tools/quickstart.py                      # default method and schedule, 2 CPU cores
     python tools/quickstart.py --method fitnet      # the FitNet feature-mimicking baseline instead
     python tools/quickstart.py --precision fp32     # float32 even on a CPU with bf16 units
 
+Models: tiny RetinaNets whose ResNets have half the usual width (configs/tiny/retinanet_r34_w32_tiny_cpu.py
+teacher, configs/tiny/retinanet_r18_w32_tiny_cpu.py student; 5.8M / 3.3M parameters), FPN width 64,
+trained from scratch. The full-width pair of the other tiny configs and benchmarks trains 2-3x slower
+per step on a 2-core CPU (docs/results.md).
+
 Precision: on a CPU that computes bfloat16 in hardware (AMX or AVX512-BF16) every run trains with
-train.amp.enabled=True, i.e. its forward pass under bf16 autocast (kd_core.engine.KDCPUAMPTrainer),
-1.6-2x faster per step than fp32 on our AMX CPU, with its convolutions in channels_last (NHWC) memory
-format (train.channels_last=True; 1.2-1.4x per student step with bf16 there); elsewhere in fp32 with
-the default NCHW layout (--precision chooses). Results go to output/quickstart/<precision>/.
+train.amp.enabled=True, i.e. its forward pass under bf16 autocast (kd_core.engine.KDCPUAMPTrainer;
+1.6-2x faster per step than fp32 for the full-width tiny models on our AMX CPU), with its convolutions
+in channels_last (NHWC) memory format (train.channels_last=True; 1.2-1.4x per full-width student step
+with bf16 there); elsewhere in fp32 with the default NCHW layout (--precision chooses). Results go to
+output/quickstart/w32_<precision>/ (the full-width models of earlier versions used output/quickstart/<precision>/).
 
 Each model is trained with tools/lazyconfig_train_net.py (the same script and configs users run) and
 evaluated with Detectron2's COCOEvaluator at the end of training; the script then prints one table.
@@ -29,17 +35,17 @@ from kd_core.runs import TrainingRunError, final_coco_metrics, run_training  # n
 # method -> (teacher config, student config, distillation config, extra overrides of the KD run)
 METHODS = {
     "fitnet": (
-        "configs/tiny/retinanet_r34_tiny_cpu.py",
-        "configs/tiny/retinanet_r18_tiny_cpu.py",
-        "configs/tiny/retinanet_r34_r18_fitnet_tiny_cpu.py",
+        "configs/tiny/retinanet_r34_w32_tiny_cpu.py",
+        "configs/tiny/retinanet_r18_w32_tiny_cpu.py",
+        "configs/tiny/retinanet_r34_r18_w32_fitnet_tiny_cpu.py",
         [],
     ),
     # ScaleKD's "same resolution" mode: the tiny teacher is trained at 1x, so a 2x view would be off its
     # training distribution (and costs 3x the step time on CPU); the 2x mode is the config's default.
     "scalekd": (
-        "configs/tiny/retinanet_r34_tiny_cpu.py",
-        "configs/tiny/retinanet_r18_tiny_cpu.py",
-        "projects/ScaleKD/configs/tiny/retinanet_r34_r18_scalekd_tiny_cpu.py",
+        "configs/tiny/retinanet_r34_w32_tiny_cpu.py",
+        "configs/tiny/retinanet_r18_w32_tiny_cpu.py",
+        "projects/ScaleKD/configs/tiny/retinanet_r34_r18_w32_scalekd_tiny_cpu.py",
         ["dataloader.train.mapper.teacher_scale=1.0"],
     ),
 }
@@ -58,7 +64,7 @@ def main(argv=None):
     parser.add_argument("--method", choices=sorted(METHODS), default="scalekd")
     parser.add_argument("--iters", type=int, default=300, help="training iterations of each student")
     parser.add_argument("--teacher-iters", type=int, default=400, help="training iterations of the teacher")
-    parser.add_argument("--output-dir", default="", help="default: output/quickstart/<precision>")
+    parser.add_argument("--output-dir", default="", help="default: output/quickstart/w32_<precision>")
     parser.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16"),
@@ -73,8 +79,8 @@ def main(argv=None):
     if not os.path.isfile(os.path.join(ROOT, kd_cfg)):
         raise SystemExit(f"[quickstart] config {kd_cfg} is missing from this checkout.")
     precision = args.precision if args.precision != "auto" else ("bf16" if cpu_has_native_bf16() else "fp32")
-    # one folder per precision: a finished run is reused (resumed), never relabelled
-    out = os.path.abspath(args.output_dir or os.path.join("output", "quickstart", precision))
+    # one folder per model pair and precision: a finished run is reused (resumed), never relabelled
+    out = os.path.abspath(args.output_dir or os.path.join("output", "quickstart", f"w32_{precision}"))
     why = " (this CPU computes bf16 in hardware)" if args.precision == "auto" and precision == "bf16" else ""
     print(f"[quickstart] precision: {precision}{why}", flush=True)
     print(
@@ -90,9 +96,9 @@ def main(argv=None):
     common = schedule(args.iters)
     runs = {}
     teacher_dir = os.path.join(out, "teacher")
-    runs["teacher (R34)"] = (teacher_dir, train(teacher_cfg, teacher_dir, schedule(args.teacher_iters), "teacher"))
+    runs["teacher (R34 w32)"] = (teacher_dir, train(teacher_cfg, teacher_dir, schedule(args.teacher_iters), "teacher"))
     student_dir = os.path.join(out, "student")
-    runs["student (R18)"] = (student_dir, train(student_cfg, student_dir, common, "student baseline"))
+    runs["student (R18 w32)"] = (student_dir, train(student_cfg, student_dir, common, "student baseline"))
     kd_dir = os.path.join(out, f"student_{args.method}")
     teacher_weights = os.path.join(teacher_dir, "model_final.pth")
     runs[f"student + {args.method}"] = (

@@ -7,7 +7,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.model_zoo import get_config
 from detectron2.modeling.backbone import ResNet
 
-from kd_core.modeling import FCOSWithFloat32Losses
+from kd_core.modeling import FCOSWithFloat32Losses, basic_block_resnet_stages
 
 NUM_CLASSES = 4  # kd_synthetic classes; override model.num_classes for other data
 FPN_CHANNELS = 64
@@ -17,6 +17,16 @@ IMAGENET_BGR_STD = [57.375, 57.120, 58.395]
 
 def _resnet_stages(depth, norm="BN"):
     return L(ResNet.make_default_stages)(depth=depth, norm=norm)
+
+
+def _half_width_resnet(model, depth):
+    """``model`` with its ResNet at half width: stem and res2-res5 with 32, 32, 64, 128, 256 channels
+    (the standard ResNet-18/34 has 64-512); the FPN and head keep their width."""
+    bottom_up = model.backbone.bottom_up
+    bottom_up.stem.out_channels = 32
+    bottom_up.stages = L(basic_block_resnet_stages)(depth=depth, width=32, norm="BN")
+    model.backbone.top_block.in_channels = 256  # P6 is computed from res5
+    return model
 
 
 def _small_anchor_sizes(base=(16, 32, 64, 128, 256)):
@@ -80,6 +90,9 @@ def _faster_rcnn(depth):
 
 retinanet_r18 = _retinanet(18)
 retinanet_r34 = _retinanet(34)
+# Half-width ResNets (3.3M / 5.8M parameters instead of 11.9M / 22.0M): the quickstart's pair.
+retinanet_r18_w32 = _half_width_resnet(_retinanet(18), 18)
+retinanet_r34_w32 = _half_width_resnet(_retinanet(34), 34)
 fcos_r18 = _fcos(18)
 fcos_r34 = _fcos(34)
 faster_rcnn_r18 = _faster_rcnn(18)

@@ -1,0 +1,7 @@
+# Half-width tiny RetinaNet ResNet-34 (stem and res2-res5 with 32-256 channels, FPN 64 as the other tiny models): the quickstart's teacher, CPU.
+from kd_core.config import get_config
+
+from .retinanet_r34_tiny_cpu import dataloader, lr_multiplier, optimizer, train
+
+model = get_config("common/models/tiny.py").retinanet_r34_w32
+train.output_dir = "output/tiny/retinanet_r34_w32"

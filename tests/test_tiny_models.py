@@ -1,0 +1,88 @@
+"""The tiny CPU models of kd_core/configs/common/models/tiny.py and the configs under configs/tiny/."""
+import glob
+import os
+
+import pytest
+import torch
+from detectron2.config import LazyConfig, instantiate
+from detectron2.modeling.backbone import ResNet
+
+from kd_core.config import get_config
+from kd_core.modeling import basic_block_resnet_stages
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "tiny", "*.py")))
+
+
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
+
+
+def _sequential(stages):
+    return torch.nn.Sequential(*[torch.nn.Sequential(*blocks) for blocks in stages])
+
+
+@pytest.mark.parametrize("depth", [18, 34])
+def test_full_width_stages_are_detectron2s_default_stages(depth):
+    torch.manual_seed(0)
+    reference = _sequential(ResNet.make_default_stages(depth, norm="BN"))
+    torch.manual_seed(0)
+    ours = _sequential(basic_block_resnet_stages(depth, width=64, norm="BN"))
+    assert str(ours) == str(reference)
+    expected = reference.state_dict()
+    got = ours.state_dict()
+    assert list(got) == list(expected)
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
+
+
+def test_stages_refuse_a_depth_without_basic_blocks():
+    with pytest.raises(ValueError, match="depth must be 18 or 34, got 50"):
+        basic_block_resnet_stages(50, width=32)
+
+
+@pytest.mark.parametrize("depth", [18, 34])
+def test_half_width_retinanet_has_half_the_channels_and_a_quarter_of_the_backbone(depth):
+    tiny = get_config("common/models/tiny.py")
+    full = instantiate(tiny[f"retinanet_r{depth}"])
+    half = instantiate(tiny[f"retinanet_r{depth}_w32"])
+    bottom_up = half.backbone.bottom_up
+    assert {k: v.channels for k, v in bottom_up.output_shape().items()} == {"res3": 64, "res4": 128, "res5": 256}
+    assert bottom_up.stem.conv1.out_channels == 32
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    ratio = count(half.backbone.bottom_up) / count(full.backbone.bottom_up)
+    assert 0.24 < ratio < 0.26, ratio  # every conv has half the inputs and half the outputs
+    # the same FPN width and head: everything after the backbone's res3-res5 is the full model's
+    assert count(half.head) == count(full.head)
+    half.eval()
+    with torch.no_grad():
+        out = half([{"image": torch.randint(0, 255, (3, 96, 128), dtype=torch.uint8)}])
+    assert len(out) == 1 and "instances" in out[0]
+
+
+@pytest.mark.parametrize("path", TINY_CONFIGS, ids=os.path.basename)
+def test_tiny_config_builds(path):
+    cfg = LazyConfig.load(path)
+    if "teacher" in cfg.model:
+        cfg.model.teacher.weights = ""
+        cfg.model.teacher.allow_random_init = True
+    model = instantiate(cfg.model)
+    width = 32 if "_w32_" in os.path.basename(path) else 64
+    for net in [model.student, model.teacher.model] if "teacher" in cfg.model else [model]:
+        assert net.backbone.bottom_up.stem.conv1.out_channels == width
+
+
+RETINANET_KD_CONFIGS = [
+    ("configs/tiny/retinanet_r34_r18_fitnet_tiny_cpu.py", "configs/tiny/retinanet_r34_tiny_cpu.py"),
+    ("configs/tiny/retinanet_r34_r18_w32_fitnet_tiny_cpu.py", "configs/tiny/retinanet_r34_w32_tiny_cpu.py"),
+    ("projects/ScaleKD/configs/tiny/retinanet_r34_r18_scalekd_tiny_cpu.py", "configs/tiny/retinanet_r34_tiny_cpu.py"),
+    ("projects/ScaleKD/configs/tiny/retinanet_r34_r18_w32_scalekd_tiny_cpu.py", "configs/tiny/retinanet_r34_w32_tiny_cpu.py"),
+]
+
+
+@pytest.mark.parametrize("kd_path,teacher_path", RETINANET_KD_CONFIGS, ids=lambda p: os.path.basename(p))
+def test_tiny_kd_config_reads_the_checkpoint_its_teacher_config_writes(kd_path, teacher_path):
+    """Trained with its defaults, the teacher config writes the checkpoint that the KD config loads,
+    and the KD config's teacher network is that config's model."""
+    kd = LazyConfig.load(os.path.join(ROOT, kd_path))
+    teacher = LazyConfig.load(os.path.join(ROOT, teacher_path))
+    assert kd.model.teacher.weights == os.path.join(teacher.train.output_dir, "model_final.pth")
+    assert LazyConfig.to_py(kd.model.teacher.model) == LazyConfig.to_py(teacher.model)
