@@ -43,7 +43,8 @@ def check_resumed_model_matches(model: nn.Module, state_dict: Dict[str, object],
 
     Detectron2 loads such a checkpoint with warnings only, and since it restores the iteration too,
     a resumed run of a finished output directory would end at once and report the AP of a model with
-    partly random weights (e.g. an output directory left by a run of another config).
+    partly random weights (e.g. an output directory left by a run of another config). Only the
+    model's ``state_dict`` is compared; extra checkpointables (ScaleKD's assistant) are not.
     """
     own = model.state_dict()
     ckpt = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state_dict.items()}
@@ -57,8 +58,9 @@ def check_resumed_model_matches(model: nn.Module, state_dict: Dict[str, object],
     if problems:
         shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
         raise ValueError(
-            f"Cannot resume from {path}: it is a checkpoint of another model ({shown}). Resume with the "
-            "config that wrote it, or set train.output_dir to a new directory (nothing was changed)."
+            f"Cannot resume from {path}: it is a checkpoint of another model, or of this config before a code "
+            f"change ({shown}). Resume with the config that wrote it, or set train.output_dir to a new directory "
+            "(no checkpoint was changed)."
         )
 
 

@@ -50,8 +50,10 @@ def test_half_width_retinanet_has_half_the_channels_and_a_quarter_of_the_backbon
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     ratio = count(half.backbone.bottom_up) / count(full.backbone.bottom_up)
     assert 0.24 < ratio < 0.26, ratio  # every conv has half the inputs and half the outputs
-    # the same FPN width and head: everything after the backbone's res3-res5 is the full model's
-    assert count(half.head) == count(full.head)
+    # the FPN reads the narrower res3-res5 (P6 from res5); its own width, 64, and the head stay
+    fpn = half.backbone
+    assert [fpn.fpn_lateral3.in_channels, fpn.fpn_lateral4.in_channels, fpn.fpn_lateral5.in_channels] == [64, 128, 256]
+    assert fpn.top_block.p6.in_channels == 256 and fpn.fpn_output3.out_channels == 64
     half.eval()
     with torch.no_grad():
         out = half([{"image": torch.randint(0, 255, (3, 96, 128), dtype=torch.uint8)}])

@@ -2,6 +2,7 @@
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -110,11 +111,12 @@ def test_fresh_run_refuses_to_overwrite_existing_checkpoints(kd_run, env, teache
     assert sha(os.path.join(out, "model_final.pth")) == before
 
 
-def test_resuming_another_models_checkpoint_is_a_clear_error(env, teacher_checkpoint):
-    """--resume in the teacher's output directory with the half-width teacher's config: Detectron2 would
-    load the checkpoint with shape warnings, restore its iteration and end at once."""
-    out = os.path.dirname(teacher_checkpoint)
-    before = {name: sha(os.path.join(out, name)) for name in os.listdir(out) if name.endswith(".pth")}
+def test_resuming_another_models_checkpoint_is_a_clear_error(env, teacher_checkpoint, tmp_path):
+    """--resume in (a copy of) the teacher's output directory with the half-width teacher's config:
+    Detectron2 would load the checkpoint with shape warnings, restore its iteration and end at once."""
+    out = str(tmp_path / "teacher")
+    shutil.copytree(os.path.dirname(teacher_checkpoint), out)
+    before = {name: sha(os.path.join(out, name)) for name in os.listdir(out) if name.endswith(".pth") or name == "last_checkpoint"}
     cfg = "configs/tiny/retinanet_r34_w32_tiny_cpu.py"
     rc, log = run([TRAIN, "--resume", "--config-file", cfg, f"train.output_dir={out}", "train.max_iter=4"] + FAST, env, check=False)
     assert rc != 0
@@ -122,7 +124,7 @@ def test_resuming_another_models_checkpoint_is_a_clear_error(env, teacher_checkp
     # the first differences in state-dict order, then a count of the others
     assert "'backbone.fpn_lateral3.weight' has shape (64, 128, 1, 1) in the checkpoint and (64, 64, 1, 1) in the model" in log
     assert "; and 181 more)" in log
-    assert {name: sha(os.path.join(out, name)) for name in os.listdir(out) if name.endswith(".pth")} == before
+    assert {name: sha(os.path.join(out, name)) for name in os.listdir(out) if name.endswith(".pth") or name == "last_checkpoint"} == before
 
 
 def test_nan_kd_loss_is_named_and_checkpoints_survive(kd_run, env, teacher_checkpoint):

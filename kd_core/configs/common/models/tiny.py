@@ -19,9 +19,10 @@ def _resnet_stages(depth, norm="BN"):
     return L(ResNet.make_default_stages)(depth=depth, norm=norm)
 
 
-def _half_width_resnet(model, depth):
-    """``model`` with its ResNet at half width: stem and res2-res5 with 32, 32, 64, 128, 256 channels
-    (the standard ResNet-18/34 has 64-512); the FPN and head keep their width."""
+def _half_width_retinanet(depth):
+    """The tiny RetinaNet with its ResNet at half width: stem and res2-res5 with 32, 32, 64, 128, 256
+    channels (the standard ResNet-18/34 has 64-512); the FPN and head keep their width."""
+    model = _retinanet(depth)
     bottom_up = model.backbone.bottom_up
     bottom_up.stem.out_channels = 32
     bottom_up.stages = L(basic_block_resnet_stages)(depth=depth, width=32, norm="BN")
@@ -91,8 +92,8 @@ def _faster_rcnn(depth):
 retinanet_r18 = _retinanet(18)
 retinanet_r34 = _retinanet(34)
 # Half-width ResNets (3.3M / 5.8M parameters instead of 11.9M / 22.0M): the quickstart's pair.
-retinanet_r18_w32 = _half_width_resnet(_retinanet(18), 18)
-retinanet_r34_w32 = _half_width_resnet(_retinanet(34), 34)
+retinanet_r18_w32 = _half_width_retinanet(18)
+retinanet_r34_w32 = _half_width_retinanet(34)
 fcos_r18 = _fcos(18)
 fcos_r34 = _fcos(34)
 faster_rcnn_r18 = _faster_rcnn(18)
