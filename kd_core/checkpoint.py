@@ -1,11 +1,18 @@
 """A DetectionCheckpointer that refuses class heads of the wrong size and resuming from another
 model's checkpoint, and the checkpointer of a (distillation) model with its extra checkpointables."""
-from typing import Dict
+from typing import Dict, List, Mapping, Optional, Sequence
 
 from detectron2.checkpoint import DetectionCheckpointer
 from torch import nn
 
-__all__ = ["ClassHeadCheckpointer", "build_checkpointer", "check_class_head_shapes", "check_resumed_model_matches"]
+__all__ = [
+    "ClassHeadCheckpointer",
+    "ResumeMismatchError",
+    "build_checkpointer",
+    "check_class_head_shapes",
+    "check_resumed_model_matches",
+    "state_dict_differences",
+]
 
 
 def check_class_head_shapes(model: nn.Module, state_dict: Dict[str, object]) -> None:
@@ -37,27 +44,48 @@ def check_class_head_shapes(model: nn.Module, state_dict: Dict[str, object]) -> 
                 )
 
 
-def check_resumed_model_matches(model: nn.Module, state_dict: Dict[str, object], path: str) -> None:
-    """Raise a clear error when the checkpoint a run resumes from (``path``, its ``state_dict``) is not
-    of ``model``'s architecture: a key missing on either side or a parameter of another shape.
+class ResumeMismatchError(ValueError):
+    """The checkpoint a run resumes from was not written by this model (see :func:`check_resumed_model_matches`)."""
 
-    Detectron2 loads such a checkpoint with warnings only, and since it restores the iteration too,
-    a resumed run of a finished output directory would end at once and report the AP of a model with
-    partly random weights (e.g. an output directory left by a run of another config). Only the
-    model's ``state_dict`` is compared; extra checkpointables (ScaleKD's assistant) are not.
-    """
-    own = model.state_dict()
-    ckpt = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state_dict.items()}
-    problems = [f"'{k}' is missing from the checkpoint" for k in own if k not in ckpt]
-    problems += [f"'{k}' is in the checkpoint but not in the model" for k in ckpt if k not in own]
+
+def state_dict_differences(own: Mapping[str, object], theirs: Mapping[str, object]) -> List[str]:
+    """What keeps ``theirs`` (a checkpoint's state dict) from being loaded into a module whose state
+    dict is ``own``: keys missing on either side, tensors of another shape (a "module." prefix, as
+    DDP writes it, is ignored). An empty list when they fit."""
+    theirs = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in theirs.items()}
+    problems = [f"'{k}' is missing from the checkpoint" for k in own if k not in theirs]
+    problems += [f"'{k}' is in the checkpoint but not in the model" for k in theirs if k not in own]
     problems += [
-        f"'{k}' has shape {tuple(ckpt[k].shape)} in the checkpoint and {tuple(v.shape)} in the model"
+        f"'{k}' has shape {tuple(theirs[k].shape)} in the checkpoint and {tuple(v.shape)} in the model"
         for k, v in own.items()
-        if k in ckpt and hasattr(ckpt[k], "shape") and tuple(ckpt[k].shape) != tuple(v.shape)
+        if k in theirs and hasattr(theirs[k], "shape") and hasattr(v, "shape") and tuple(theirs[k].shape) != tuple(v.shape)
     ]
+    return problems
+
+
+def check_resumed_model_matches(
+    model: nn.Module, checkpoint: Mapping[str, object], path: str, extra_checkpointables: Optional[Mapping[str, object]] = None
+) -> None:
+    """Raise :class:`ResumeMismatchError` when the checkpoint a run resumes from (``path``, loaded as
+    ``checkpoint``: ``{"model": state_dict, <checkpointable name>: state, ...}``) was not written by
+    ``model``: a key missing on either side or a parameter of another shape; and, for each of the
+    model's ``extra_checkpointables`` (name -> object; e.g. ScaleKD's assistant), its state missing
+    from the checkpoint or, where the object has a ``state_differences(state)`` method, not fitting.
+
+    Detectron2 loads such a checkpoint with warnings only (and skips a checkpointable the checkpoint
+    lacks), and since it restores the iteration too, a resumed run of a finished output directory
+    would end at once and report the AP of a model with partly random weights (e.g. an output
+    directory left by a run of another config), or train on with a freshly initialised assistant.
+    """
+    problems = state_dict_differences(model.state_dict(), checkpoint["model"])
+    for name, obj in (extra_checkpointables or {}).items():
+        if name not in checkpoint:
+            problems.append(f"'{name}' ({type(obj).__name__}) is missing from the checkpoint")
+        elif callable(getattr(obj, "state_differences", None)):
+            problems += [f"{name}: {p}" for p in obj.state_differences(checkpoint[name])]
     if problems:
         shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
-        raise ValueError(
+        raise ResumeMismatchError(
             f"Cannot resume from {path}: it is a checkpoint of another model, or of this config before a code "
             f"change ({shown}). Resume with the config that wrote it, or set train.output_dir to a new directory "
             "(no checkpoint was changed)."
@@ -70,9 +98,22 @@ class ClassHeadCheckpointer(DetectionCheckpointer):
 
     Detectron2 skips parameters whose shapes differ with only a warning, which for a class head
     silently yields a randomly initialized classifier (AP 0).
+
+    Args:
+        model, save_dir, checkpointables: as ``DetectionCheckpointer``.
+        resume_checked: names of ``checkpointables`` that a checkpoint to resume from must hold
+            and that must fit (the model's extra state, e.g. ScaleKD's assistant); the trainer's
+            state is not among them.
     """
 
     _resuming_from = ""
+
+    def __init__(self, model: nn.Module, save_dir: str = "", *, resume_checked: Sequence[str] = (), **checkpointables):
+        super().__init__(model, save_dir, **checkpointables)
+        unknown = [n for n in resume_checked if n not in self.checkpointables]
+        if unknown:
+            raise KeyError(f"ClassHeadCheckpointer: resume_checked names {unknown}, which are not checkpointables.")
+        self.resume_checked = tuple(resume_checked)
 
     def resume_or_load(self, path: str, *, resume: bool = True):
         self._resuming_from = self.get_checkpoint_file() if resume and self.has_checkpoint() else ""
@@ -83,7 +124,8 @@ class ClassHeadCheckpointer(DetectionCheckpointer):
 
     def _load_model(self, checkpoint):
         if self._resuming_from:
-            check_resumed_model_matches(self.model, checkpoint["model"], self._resuming_from)
+            extra = {name: self.checkpointables[name] for name in self.resume_checked}
+            check_resumed_model_matches(self.model, checkpoint, self._resuming_from, extra)
         check_class_head_shapes(self.model, checkpoint["model"])
         return super()._load_model(checkpoint)
 
@@ -96,4 +138,4 @@ def build_checkpointer(model: nn.Module, save_dir: str = "", **checkpointables) 
 
     inner = unwrap(model)
     extra = inner.extra_checkpointables() if hasattr(inner, "extra_checkpointables") else {}
-    return ClassHeadCheckpointer(model, save_dir, **extra, **checkpointables)
+    return ClassHeadCheckpointer(model, save_dir, resume_checked=tuple(extra), **extra, **checkpointables)

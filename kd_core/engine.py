@@ -5,7 +5,7 @@ Everything here plugs into Detectron2's trainers and hooks; nothing replaces the
 import logging
 import os
 import time
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 from detectron2.engine import AMPTrainer, HookBase, SimpleTrainer
@@ -24,6 +24,8 @@ __all__ = [
     "to_channels_last",
     "create_ddp_model",
     "check_output_dir",
+    "read_saved_config",
+    "restore_saved_config",
     "unwrap",
 ]
 
@@ -238,4 +240,22 @@ def check_output_dir(output_dir: str, resume: bool) -> None:
             "Pass --resume to continue it, or set train.output_dir to a new directory; "
             "nothing was written."
         )
+
+
+def read_saved_config(output_dir: str) -> Optional[bytes]:
+    """The bytes of ``output_dir/config.yaml`` (the config a run there saved), or None if absent."""
+    path = os.path.join(output_dir, "config.yaml")
+    if not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def restore_saved_config(output_dir: str, content: bytes) -> None:
+    """Write back ``output_dir/config.yaml`` as :func:`read_saved_config` read it (atomically)."""
+    path = os.path.join(output_dir, "config.yaml")
+    tmp = path + ".restoring"
+    with open(tmp, "wb") as f:
+        f.write(content)
+    os.replace(tmp, path)
 

@@ -1,6 +1,8 @@
 """ScaleKD through tools/lazyconfig_train_net.py (in-process): train, checkpoint, --resume, --eval-assistant.
 
-The run continues the CSA warm-up schedule and the assistant's Adam state after resuming."""
+The run continues the CSA warm-up schedule and the assistant's Adam state after resuming; resuming
+from a checkpoint whose assistant is missing or of another shape is a clear error."""
+import hashlib
 import importlib.util
 import json
 import os
@@ -12,10 +14,12 @@ import pytest
 import torch
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
+from detectron2.config import instantiate
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
 from detectron2.structures import BoxMode
 
+from kd_core.checkpoint import ResumeMismatchError
 from scalekd.testing import load_tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,6 +58,11 @@ def tiny_dataset(tmp_path_factory):
     return DATASET
 
 
+def _sha(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 def _config(output_dir, teacher_ckpt, max_iter):
     cfg = load_tiny_config("retinanet", random_teacher=False, warmup_iters=3)
     cfg.model.teacher.weights = teacher_ckpt
@@ -73,8 +82,6 @@ def test_train_and_resume_continue_warmup_and_assistant_state(tmp_path, tiny_dat
     train_net = _train_net()
     # a teacher checkpoint made here (random weights) instead of a trained one
     teacher = load_tiny_config("retinanet").model.teacher.model
-    from detectron2.config import instantiate
-
     torch.manual_seed(0)
     teacher_ckpt = str(tmp_path / "teacher.pth")
     torch.save({"model": instantiate(teacher).state_dict()}, teacher_ckpt)
@@ -104,6 +111,14 @@ def test_train_and_resume_continue_warmup_and_assistant_state(tmp_path, tiny_dat
         else:  # the resumed run switched them on at the configured iteration
             assert row["loss_kd_csa_cls"] > 0.0
 
+    # --resume with an assistant of another shape: a clear error before anything is loaded or written
+    final_sha = _sha(os.path.join(out, "model_final.pth"))
+    other = _config(out, teacher_ckpt, max_iter=7)
+    other.model.csa_ffn_dim = 32
+    with pytest.raises(ResumeMismatchError, match=r"scalekd_assistant: 'attention\.ffn\.0\.weight' has shape \(\d+, \d+\) in the checkpoint and \(32, \d+\)"):
+        train_net.do_train(types.SimpleNamespace(resume=True), other)
+    assert _sha(os.path.join(out, "model_final.pth")) == final_sha
+
     # --eval-assistant: the trained assistant of the checkpoint, scored by Detectron2's COCOEvaluator
     cfg = _config(str(tmp_path / "eval"), teacher_ckpt, max_iter=5)
     cfg.dataloader.test.dataset.names = DATASET
@@ -118,3 +133,20 @@ def test_train_and_resume_continue_warmup_and_assistant_state(tmp_path, tiny_dat
     cfg.train.init_checkpoint = ""
     with pytest.raises(ValueError, match="needs train.init_checkpoint"):
         train_net.do_eval_assistant(cfg)
+
+
+def test_resuming_without_the_assistants_state_is_a_clear_error(tmp_path, tiny_dataset):
+    """A checkpoint of the same student and SDF but no assistant (model.use_csa=False): Detectron2 would
+    skip the missing checkpointable and train on at the restored iteration with a fresh assistant."""
+    train_net = _train_net()
+    torch.manual_seed(0)
+    teacher_ckpt = str(tmp_path / "teacher.pth")
+    torch.save({"model": instantiate(load_tiny_config("retinanet").model.teacher.model).state_dict()}, teacher_ckpt)
+    out = str(tmp_path / "run")
+    without = _config(out, teacher_ckpt, max_iter=2)
+    without.model.use_csa = False
+    train_net.do_train(types.SimpleNamespace(resume=False), without)
+    before = _sha(os.path.join(out, "model_final.pth"))
+    with pytest.raises(ResumeMismatchError, match=r"'scalekd_assistant' \(AssistantTrainer\) is missing from the checkpoint"):
+        train_net.do_train(types.SimpleNamespace(resume=True), _config(out, teacher_ckpt, max_iter=3))
+    assert _sha(os.path.join(out, "model_final.pth")) == before

@@ -113,10 +113,13 @@ def test_fresh_run_refuses_to_overwrite_existing_checkpoints(kd_run, env, teache
 
 def test_resuming_another_models_checkpoint_is_a_clear_error(env, teacher_checkpoint, tmp_path):
     """--resume in (a copy of) the teacher's output directory with the half-width teacher's config:
-    Detectron2 would load the checkpoint with shape warnings, restore its iteration and end at once."""
+    Detectron2 would load the checkpoint with shape warnings, restore its iteration and end at once.
+    Nothing there changes: neither the checkpoints nor the directory's config.yaml."""
     out = str(tmp_path / "teacher")
     shutil.copytree(os.path.dirname(teacher_checkpoint), out)
-    before = {name: sha(os.path.join(out, name)) for name in os.listdir(out) if name.endswith(".pth") or name == "last_checkpoint"}
+    kept = [name for name in os.listdir(out) if name.endswith(".pth") or name in ("last_checkpoint", "config.yaml")]
+    assert "config.yaml" in kept
+    before = {name: sha(os.path.join(out, name)) for name in kept}
     cfg = "configs/tiny/retinanet_r34_w32_tiny_cpu.py"
     rc, log = run([TRAIN, "--resume", "--config-file", cfg, f"train.output_dir={out}", "train.max_iter=4"] + FAST, env, check=False)
     assert rc != 0
@@ -124,7 +127,9 @@ def test_resuming_another_models_checkpoint_is_a_clear_error(env, teacher_checkp
     # the first differences in state-dict order, then a count of the others
     assert "'backbone.fpn_lateral3.weight' has shape (64, 128, 1, 1) in the checkpoint and (64, 64, 1, 1) in the model" in log
     assert "; and 181 more)" in log
-    assert {name: sha(os.path.join(out, name)) for name in os.listdir(out) if name.endswith(".pth") or name == "last_checkpoint"} == before
+    # config.yaml too: Detectron2's default_setup rewrote it with the refused run's config, which was put back
+    assert {name: sha(os.path.join(out, name)) for name in kept} == before
+    assert not [name for name in os.listdir(out) if name.endswith(".restoring")]
 
 
 def test_nan_kd_loss_is_named_and_checkpoints_survive(kd_run, env, teacher_checkpoint):
@@ -313,3 +318,41 @@ def test_overhead_benchmark_times_every_phase(env, tmp_path):
     assert summary["student_backbone_dtype"] == {p: "bfloat16" for p in expected - {"teacher_forward"}}
     assert "KD step / (student step + teacher forward)" in log
     assert os.path.isfile(tmp_path / "cache" / "cache_info.json")
+
+
+DETR_TEACHER_CFG = "projects/DETRDistill/configs/deformable_detr/deformable_detr_r34_tiny_cpu.py"
+DETR_KD_CFG = "projects/DETRDistill/configs/detrdistill/deformable_detr_r34_r18_tiny_cpu.py"
+DETR_FAST = [
+    "dataloader.train.mapper.augmentation.short_edge_lengths=[160]",
+    "dataloader.train.mapper.augmentation.max_size=224",
+    "dataloader.train.mapper.crop_probability=0.0",
+    "dataloader.test.mapper.augmentation.short_edge_length=160",
+    "dataloader.test.mapper.augmentation.max_size=224",
+    "train.log_period=1",
+    "train.eval_period=0",
+]
+
+
+def test_detrdistill_trains_resumes_and_evaluates(env, tmp_path):
+    """The DETRDistill project's main command end to end: the tiny Deformable DETR teacher (2
+    iterations), DETRDistill (2), --resume to 4, each run evaluated by Detectron2's COCOEvaluator."""
+    teacher_out, out = str(tmp_path / "teacher"), str(tmp_path / "kd")
+    run([TRAIN, "--config-file", DETR_TEACHER_CFG, "train.max_iter=2", f"train.output_dir={teacher_out}"] + DETR_FAST, env)
+    teacher = [f"model.teacher.weights={os.path.join(teacher_out, 'model_final.pth')}", f"train.output_dir={out}"]
+    run([TRAIN, "--config-file", DETR_KD_CFG, "train.max_iter=2"] + teacher + DETR_FAST, env)
+    _, log = run([TRAIN, "--resume", "--config-file", DETR_KD_CFG, "train.max_iter=4"] + teacher + DETR_FAST, env)
+    assert "Loading trainer from" in log
+    assert torch.load(os.path.join(out, "model_final.pth"), weights_only=False)["iteration"] == 3
+
+    rows = metrics(out)
+    steps = {r["iteration"]: r for r in rows if "total_loss" in r}
+    assert sorted(steps) == [0, 1, 2, 3]  # the resumed run continued at iteration 2
+    for row in steps.values():
+        kd = {k: v for k, v in row.items() if k.startswith("loss_kd_")}
+        # the three DETRDistill components: logits KD per decoder stage, feature KD, the query group
+        assert any(k.startswith("loss_kd_logits") for k in kd) and "loss_kd_feature" in kd
+        assert any(k.startswith("loss_kd_query") for k in kd)
+        assert all(v == v and abs(v) != float("inf") for v in kd.values())
+        assert kd["loss_kd_feature"] > 0.0
+    evals = [r for r in rows if "bbox/AP" in r]
+    assert len(evals) == 2 and all(0.0 <= r["bbox/AP"] <= 100.0 for r in evals)  # after iteration 1 and after 3

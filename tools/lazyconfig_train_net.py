@@ -11,7 +11,9 @@ Detectron2's tools/lazyconfig_train_net.py plus what distillation needs:
       did not load shows ~0 AP);
     * ``--eval-assistant``: evaluate ScaleKD's Cross-Scale Assistant of ``train.init_checkpoint`` as a
       detector (are its mimic targets better than the student's own predictions?);
-    * a fresh run never overwrites an existing run's checkpoints (use --resume).
+    * a fresh run never overwrites an existing run's checkpoints (use --resume);
+    * ``--resume`` from a checkpoint of another model (or without this model's extra state, e.g.
+      ScaleKD's assistant) is an error before anything is loaded, and leaves config.yaml as it was.
 
 Examples:
     python tools/lazyconfig_train_net.py --config-file projects/ScaleKD/configs/tiny/retinanet_r34_r18_tiny_cpu.py
@@ -33,7 +35,7 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format  # noqa
 from detectron2.utils import comm  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
-from kd_core.checkpoint import ClassHeadCheckpointer, build_checkpointer  # noqa: E402
+from kd_core.checkpoint import ClassHeadCheckpointer, ResumeMismatchError, build_checkpointer  # noqa: E402
 from kd_core.config import apply_overrides_strict  # noqa: E402
 from kd_core.distributed import teardown_process_group  # noqa: E402
 from kd_core.engine import (  # noqa: E402
@@ -42,6 +44,8 @@ from kd_core.engine import (  # noqa: E402
     build_trainer,
     check_output_dir,
     create_ddp_model,
+    read_saved_config,
+    restore_saved_config,
     to_channels_last,
 )
 from kd_core.meta_arch import DistillationDetector  # noqa: E402
@@ -129,8 +133,11 @@ def main(args):
 def run(args):
     cfg = LazyConfig.load(args.config_file)
     cfg = apply_overrides_strict(cfg, args.opts)
-    if not (args.eval_only or args.eval_teacher or args.eval_assistant):
+    training = not (args.eval_only or args.eval_teacher or args.eval_assistant)
+    if training:
         check_output_dir(cfg.train.output_dir, args.resume)
+    # default_setup rewrites the output directory's config.yaml; a refused --resume puts it back
+    saved_config = read_saved_config(cfg.train.output_dir) if training and args.resume else None
     default_setup(cfg, args)
     # this toolkit's modules log under their package names: to the console and log.txt like detectron2's
     for package in ("kd_core", "scalekd", "detrdistill"):
@@ -146,7 +153,12 @@ def run(args):
         model = create_ddp_model(model)
         ClassHeadCheckpointer(model).load(cfg.train.init_checkpoint)
         return do_test(cfg, model)
-    do_train(args, cfg)
+    try:
+        do_train(args, cfg)
+    except ResumeMismatchError:
+        if saved_config is not None and comm.is_main_process():
+            restore_saved_config(cfg.train.output_dir, saved_config)
+        raise
 
 
 def build_parser():

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from detectron2.structures import Boxes
 from detectron2.utils import comm
 
+from kd_core.checkpoint import state_dict_differences
 from kd_core.distributed import mean_across_processes
 from torch import nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
@@ -392,6 +393,14 @@ class AssistantTrainer:
 
     def state_dict(self) -> Dict[str, object]:
         return {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def state_differences(self, state: object) -> List[str]:
+        """Why ``state`` (a checkpoint's entry for this object) cannot be loaded: not the
+        ``{"model", "optimizer"}`` dict of :meth:`state_dict`, or module keys/shapes that differ
+        (:func:`kd_core.checkpoint.state_dict_differences`). Empty when it fits."""
+        if not isinstance(state, Mapping) or "model" not in state or "optimizer" not in state:
+            return ["not an assistant state (a dict with 'model' and 'optimizer')"]
+        return state_dict_differences(self.module.state_dict(), state["model"])
 
     def load_state_dict(self, state: Mapping[str, object]) -> None:
         if not isinstance(state, Mapping) or "model" not in state or "optimizer" not in state:
