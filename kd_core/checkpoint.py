@@ -50,9 +50,11 @@ class ResumeMismatchError(ValueError):
 
 def state_dict_differences(own: Mapping[str, object], theirs: Mapping[str, object]) -> List[str]:
     """What keeps ``theirs`` (a checkpoint's state dict) from being loaded into a module whose state
-    dict is ``own``: keys missing on either side, tensors of another shape (a "module." prefix, as
-    DDP writes it, is ignored). An empty list when they fit."""
-    theirs = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in theirs.items()}
+    dict is ``own``: keys missing on either side, tensors of another shape. A "module." prefix on
+    every key of ``theirs`` (as a DDP-wrapped model writes them) is ignored, as fvcore's loader
+    strips it. An empty list when they fit."""
+    if theirs and all(k.startswith("module.") for k in theirs):
+        theirs = {k[len("module.") :]: v for k, v in theirs.items()}
     problems = [f"'{k}' is missing from the checkpoint" for k in own if k not in theirs]
     problems += [f"'{k}' is in the checkpoint but not in the model" for k in theirs if k not in own]
     problems += [
@@ -77,6 +79,8 @@ def check_resumed_model_matches(
     would end at once and report the AP of a model with partly random weights (e.g. an output
     directory left by a run of another config), or train on with a freshly initialised assistant.
     """
+    if not isinstance(checkpoint, Mapping) or "model" not in checkpoint:
+        raise TypeError(f"check_resumed_model_matches: expected the loaded checkpoint, a dict with 'model', got {type(checkpoint).__name__}.")
     problems = state_dict_differences(model.state_dict(), checkpoint["model"])
     for name, obj in (extra_checkpointables or {}).items():
         if name not in checkpoint:
@@ -102,8 +106,8 @@ class ClassHeadCheckpointer(DetectionCheckpointer):
     Args:
         model, save_dir, checkpointables: as ``DetectionCheckpointer``.
         resume_checked: names of ``checkpointables`` that a checkpoint to resume from must hold
-            and that must fit (the model's extra state, e.g. ScaleKD's assistant); the trainer's
-            state is not among them.
+            (the model's extra state, e.g. ScaleKD's assistant), each checked with its
+            ``state_differences(state)`` method where it has one; the trainer's state is not among them.
     """
 
     _resuming_from = ""

@@ -24,8 +24,7 @@ __all__ = [
     "to_channels_last",
     "create_ddp_model",
     "check_output_dir",
-    "read_saved_config",
-    "restore_saved_config",
+    "SavedRunConfig",
     "unwrap",
 ]
 
@@ -242,20 +241,40 @@ def check_output_dir(output_dir: str, resume: bool) -> None:
         )
 
 
-def read_saved_config(output_dir: str) -> Optional[bytes]:
-    """The bytes of ``output_dir/config.yaml`` (the config a run there saved), or None if absent."""
-    path = os.path.join(output_dir, "config.yaml")
-    if not os.path.isfile(path):
-        return None
-    with open(path, "rb") as f:
-        return f.read()
+class SavedRunConfig:
+    """The config files a run saved in ``output_dir`` (Detectron2's ``default_setup`` writes
+    ``config.yaml``, and ``config.yaml.pkl`` when the config must be pickled), read before a new
+    run's ``default_setup`` overwrites them, so that :meth:`restore` can put them back as they were
+    (rewritten, or removed where there was none) if the new run stops before it loaded its checkpoint.
+    """
 
+    NAMES = ("config.yaml", "config.yaml.pkl")
 
-def restore_saved_config(output_dir: str, content: bytes) -> None:
-    """Write back ``output_dir/config.yaml`` as :func:`read_saved_config` read it (atomically)."""
-    path = os.path.join(output_dir, "config.yaml")
-    tmp = path + ".restoring"
-    with open(tmp, "wb") as f:
-        f.write(content)
-    os.replace(tmp, path)
+    def __init__(self, output_dir: str):
+        self.output_dir = output_dir
+        self.contents: Dict[str, Optional[bytes]] = {}
+        for name in self.NAMES:
+            path = os.path.join(output_dir, name)
+            if os.path.isfile(path):
+                with open(path, "rb") as f:
+                    self.contents[name] = f.read()
+            else:
+                self.contents[name] = None
+
+    def restore(self) -> None:
+        """Write each file back (atomically), or remove it where there was none."""
+        for name, content in self.contents.items():
+            path = os.path.join(self.output_dir, name)
+            if content is None:
+                if os.path.isfile(path):
+                    os.remove(path)
+                continue
+            tmp = path + ".restoring"
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(content)
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
 

@@ -2,7 +2,6 @@
 
 The run continues the CSA warm-up schedule and the assistant's Adam state after resuming; resuming
 from a checkpoint whose assistant is missing or of another shape is a clear error."""
-import hashlib
 import importlib.util
 import json
 import os
@@ -19,6 +18,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
 from detectron2.structures import BoxMode
 
+from file_digest import sha256  # noqa: E402 (tests/ helper)
 from kd_core.checkpoint import ResumeMismatchError
 from scalekd.testing import load_tiny_config
 
@@ -58,11 +58,6 @@ def tiny_dataset(tmp_path_factory):
     return DATASET
 
 
-def _sha(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
 def _config(output_dir, teacher_ckpt, max_iter):
     cfg = load_tiny_config("retinanet", random_teacher=False, warmup_iters=3)
     cfg.model.teacher.weights = teacher_ckpt
@@ -78,7 +73,7 @@ def _config(output_dir, teacher_ckpt, max_iter):
     return cfg
 
 
-def test_train_and_resume_continue_warmup_and_assistant_state(tmp_path, tiny_dataset):
+def test_train_and_resume_continue_warmup_and_assistant_state(tmp_path, tiny_dataset, monkeypatch):
     train_net = _train_net()
     # a teacher checkpoint made here (random weights) instead of a trained one
     teacher = load_tiny_config("retinanet").model.teacher.model
@@ -112,12 +107,12 @@ def test_train_and_resume_continue_warmup_and_assistant_state(tmp_path, tiny_dat
             assert row["loss_kd_csa_cls"] > 0.0
 
     # --resume with an assistant of another shape: a clear error before anything is loaded or written
-    final_sha = _sha(os.path.join(out, "model_final.pth"))
+    final_sha = sha256(os.path.join(out, "model_final.pth"))
     other = _config(out, teacher_ckpt, max_iter=7)
     other.model.csa_ffn_dim = 32
     with pytest.raises(ResumeMismatchError, match=r"scalekd_assistant: 'attention\.ffn\.0\.weight' has shape \(\d+, \d+\) in the checkpoint and \(32, \d+\)"):
         train_net.do_train(types.SimpleNamespace(resume=True), other)
-    assert _sha(os.path.join(out, "model_final.pth")) == final_sha
+    assert sha256(os.path.join(out, "model_final.pth")) == final_sha
 
     # --eval-assistant: the trained assistant of the checkpoint, scored by Detectron2's COCOEvaluator
     cfg = _config(str(tmp_path / "eval"), teacher_ckpt, max_iter=5)
@@ -134,6 +129,15 @@ def test_train_and_resume_continue_warmup_and_assistant_state(tmp_path, tiny_dat
     with pytest.raises(ValueError, match="needs train.init_checkpoint"):
         train_net.do_eval_assistant(cfg)
 
+    # the reverse: resuming the assistant's checkpoint without an assistant trains on, with a warning
+    warnings = []
+    monkeypatch.setattr(train_net.logger, "warning", warnings.append)
+    without = _config(out, teacher_ckpt, max_iter=6)
+    without.model.use_csa = False
+    train_net.do_train(types.SimpleNamespace(resume=True), without)
+    assert any("holds ['scalekd_assistant'], which this model does not use" in w for w in warnings)
+    assert "scalekd_assistant" not in torch.load(os.path.join(out, "model_final.pth"), weights_only=False)
+
 
 def test_resuming_without_the_assistants_state_is_a_clear_error(tmp_path, tiny_dataset):
     """A checkpoint of the same student and SDF but no assistant (model.use_csa=False): Detectron2 would
@@ -146,7 +150,7 @@ def test_resuming_without_the_assistants_state_is_a_clear_error(tmp_path, tiny_d
     without = _config(out, teacher_ckpt, max_iter=2)
     without.model.use_csa = False
     train_net.do_train(types.SimpleNamespace(resume=False), without)
-    before = _sha(os.path.join(out, "model_final.pth"))
+    before = sha256(os.path.join(out, "model_final.pth"))
     with pytest.raises(ResumeMismatchError, match=r"'scalekd_assistant' \(AssistantTrainer\) is missing from the checkpoint"):
         train_net.do_train(types.SimpleNamespace(resume=True), _config(out, teacher_ckpt, max_iter=3))
-    assert _sha(os.path.join(out, "model_final.pth")) == before
+    assert sha256(os.path.join(out, "model_final.pth")) == before

@@ -1,5 +1,4 @@
 """End-to-end runs of tools/lazyconfig_train_net.py and tools/export_student.py on the tiny CPU configs."""
-import hashlib
 import json
 import os
 import shutil
@@ -8,6 +7,8 @@ import sys
 
 import pytest
 import torch
+
+from file_digest import sha256  # noqa: E402 (tests/ helper)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "tools", "lazyconfig_train_net.py")
@@ -48,11 +49,6 @@ def metrics(output_dir):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def sha(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
 @pytest.fixture(scope="module")
 def teacher_checkpoint(tmp_path_factory, env):
     out = str(tmp_path_factory.mktemp("teacher"))
@@ -75,7 +71,7 @@ def kd_run(tmp_path_factory, env, teacher_checkpoint):
         "model.distillers.feature_mimic.weight.start_iter=2",
     ] + FAST
     run([TRAIN] + common + ["train.max_iter=4"], env)
-    first = sha(os.path.join(out, "model_final.pth"))
+    first = sha256(os.path.join(out, "model_final.pth"))
     _, log = run([TRAIN, "--resume"] + common + ["train.max_iter=6"], env)
     return out, first, log
 
@@ -101,14 +97,14 @@ def test_kd_training_logs_every_term_and_schedule_survives_resume(kd_run):
 
 def test_fresh_run_refuses_to_overwrite_existing_checkpoints(kd_run, env, teacher_checkpoint):
     out, _, _ = kd_run
-    before = sha(os.path.join(out, "model_final.pth"))
+    before = sha256(os.path.join(out, "model_final.pth"))
     rc, log = run(
         [TRAIN, "--config-file", KD_CFG, f"model.teacher.weights={teacher_checkpoint}", f"train.output_dir={out}"],
         env,
         check=False,
     )
     assert rc != 0 and "already holds a training run" in log
-    assert sha(os.path.join(out, "model_final.pth")) == before
+    assert sha256(os.path.join(out, "model_final.pth")) == before
 
 
 def test_resuming_another_models_checkpoint_is_a_clear_error(env, teacher_checkpoint, tmp_path):
@@ -119,7 +115,7 @@ def test_resuming_another_models_checkpoint_is_a_clear_error(env, teacher_checkp
     shutil.copytree(os.path.dirname(teacher_checkpoint), out)
     kept = [name for name in os.listdir(out) if name.endswith(".pth") or name in ("last_checkpoint", "config.yaml")]
     assert "config.yaml" in kept
-    before = {name: sha(os.path.join(out, name)) for name in kept}
+    before = {name: sha256(os.path.join(out, name)) for name in kept}
     cfg = "configs/tiny/retinanet_r34_w32_tiny_cpu.py"
     rc, log = run([TRAIN, "--resume", "--config-file", cfg, f"train.output_dir={out}", "train.max_iter=4"] + FAST, env, check=False)
     assert rc != 0
@@ -128,13 +124,31 @@ def test_resuming_another_models_checkpoint_is_a_clear_error(env, teacher_checkp
     assert "'backbone.fpn_lateral3.weight' has shape (64, 128, 1, 1) in the checkpoint and (64, 64, 1, 1) in the model" in log
     assert "; and 181 more)" in log
     # config.yaml too: Detectron2's default_setup rewrote it with the refused run's config, which was put back
-    assert {name: sha(os.path.join(out, name)) for name in kept} == before
+    assert {name: sha256(os.path.join(out, name)) for name in kept} == before
     assert not [name for name in os.listdir(out) if name.endswith(".restoring")]
+
+
+def test_resume_stopped_by_a_missing_teacher_leaves_the_run_as_it_was(kd_run, env, tmp_path):
+    """A resumed run that fails before its checkpoint is loaded never ran with the config that
+    Detectron2's default_setup wrote over config.yaml: the old one is put back."""
+    out = str(tmp_path / "kd")
+    shutil.copytree(kd_run[0], out)
+    kept = [name for name in os.listdir(out) if name.endswith(".pth") or name in ("last_checkpoint", "config.yaml")]
+    before = {name: sha256(os.path.join(out, name)) for name in kept}
+    missing = str(tmp_path / "no_teacher.pth")
+    rc, log = run(
+        [TRAIN, "--resume", "--config-file", KD_CFG, f"model.teacher.weights={missing}", f"train.output_dir={out}", "train.max_iter=8"]
+        + FAST,
+        env,
+        check=False,
+    )
+    assert rc != 0 and f"Teacher checkpoint not found: '{missing}'" in log
+    assert {name: sha256(os.path.join(out, name)) for name in kept} == before
 
 
 def test_nan_kd_loss_is_named_and_checkpoints_survive(kd_run, env, teacher_checkpoint):
     out, _, _ = kd_run
-    before = sha(os.path.join(out, "model_final.pth"))
+    before = sha256(os.path.join(out, "model_final.pth"))
     rc, log = run(
         [
             TRAIN,
@@ -152,7 +166,7 @@ def test_nan_kd_loss_is_named_and_checkpoints_survive(kd_run, env, teacher_check
     )
     assert rc != 0
     assert "Non-finite KD loss term(s) ['loss_kd_feature_mimic']" in log
-    assert sha(os.path.join(out, "model_final.pth")) == before
+    assert sha256(os.path.join(out, "model_final.pth")) == before
 
 
 def test_unknown_override_key_fails_before_writing(tmp_path, env):

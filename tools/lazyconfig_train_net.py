@@ -13,7 +13,8 @@ Detectron2's tools/lazyconfig_train_net.py plus what distillation needs:
       detector (are its mimic targets better than the student's own predictions?);
     * a fresh run never overwrites an existing run's checkpoints (use --resume);
     * ``--resume`` from a checkpoint of another model (or without this model's extra state, e.g.
-      ScaleKD's assistant) is an error before anything is loaded, and leaves config.yaml as it was.
+      ScaleKD's assistant) is an error before anything is loaded; a resumed run that stops before its
+      checkpoint is loaded leaves the directory's config.yaml as it was.
 
 Examples:
     python tools/lazyconfig_train_net.py --config-file projects/ScaleKD/configs/tiny/retinanet_r34_r18_tiny_cpu.py
@@ -41,11 +42,10 @@ from kd_core.distributed import teardown_process_group  # noqa: E402
 from kd_core.engine import (  # noqa: E402
     GradientClipHook,
     KDLossShareHook,
+    SavedRunConfig,
     build_trainer,
     check_output_dir,
     create_ddp_model,
-    read_saved_config,
-    restore_saved_config,
     to_channels_last,
 )
 from kd_core.meta_arch import DistillationDetector  # noqa: E402
@@ -60,7 +60,9 @@ def do_test(cfg, model):
         return ret
 
 
-def do_train(args, cfg):
+def prepare_training(args, cfg):
+    """Build the model, optimizer, data loader, trainer and hooks, and load the checkpoint (or resume).
+    Returns (trainer, first iteration)."""
     model = instantiate(cfg.model)
     logger.info("Model:\n{}".format(model))
     model.to(cfg.train.device)
@@ -89,12 +91,22 @@ def do_train(args, cfg):
         ]
     )
 
-    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
-    if args.resume and checkpointer.has_checkpoint():
+    resuming = args.resume and checkpointer.has_checkpoint()
+    unused = checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
+    if resuming:
+        left = sorted(k for k in unused if k != "iteration")
+        if left:
+            logger.warning(
+                f"The checkpoint resumed from holds {left}, which this model does not use "
+                "(e.g. ScaleKD's assistant with model.use_csa=False); the new checkpoints will not hold them."
+            )
         # The checkpoint stores the iteration that just finished: continue at the next one.
-        start_iter = trainer.iter + 1
-    else:
-        start_iter = 0
+        return trainer, trainer.iter + 1
+    return trainer, 0
+
+
+def do_train(args, cfg):
+    trainer, start_iter = prepare_training(args, cfg)
     trainer.train(start_iter, cfg.train.max_iter)
     return trainer
 
@@ -136,8 +148,9 @@ def run(args):
     training = not (args.eval_only or args.eval_teacher or args.eval_assistant)
     if training:
         check_output_dir(cfg.train.output_dir, args.resume)
-    # default_setup rewrites the output directory's config.yaml; a refused --resume puts it back
-    saved_config = read_saved_config(cfg.train.output_dir) if training and args.resume else None
+    # default_setup rewrites the output directory's config.yaml; a resumed run that stops before its
+    # checkpoint is loaded (e.g. a refused checkpoint) never ran with that config and puts it back
+    saved_config = SavedRunConfig(cfg.train.output_dir) if training and args.resume else None
     default_setup(cfg, args)
     # this toolkit's modules log under their package names: to the console and log.txt like detectron2's
     for package in ("kd_core", "scalekd", "detrdistill"):
@@ -154,11 +167,26 @@ def run(args):
         ClassHeadCheckpointer(model).load(cfg.train.init_checkpoint)
         return do_test(cfg, model)
     try:
-        do_train(args, cfg)
-    except ResumeMismatchError:
-        if saved_config is not None and comm.is_main_process():
-            restore_saved_config(cfg.train.output_dir, saved_config)
+        trainer, start_iter = prepare_training(args, cfg)
+    except Exception as e:
+        if saved_config is not None:
+            # a refusal is raised by every process alike: all wait until rank 0 has restored
+            put_back_saved_config(saved_config, wait_for_all=isinstance(e, ResumeMismatchError))
         raise
+    trainer.train(start_iter, cfg.train.max_iter)
+
+
+def put_back_saved_config(saved_config, wait_for_all):
+    """Rank 0 restores the config files of ``saved_config``; a failure to do so is logged, so the error
+    that stopped the run stays the one reported. ``wait_for_all``: all processes synchronize after it
+    (otherwise the first process to exit could make the launcher stop rank 0 midway)."""
+    if comm.is_main_process():
+        try:
+            saved_config.restore()
+        except OSError as e:
+            logger.error(f"Could not put back the config files of {saved_config.output_dir}: {e}")
+    if wait_for_all:
+        comm.synchronize()
 
 
 def build_parser():
