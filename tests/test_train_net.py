@@ -230,7 +230,7 @@ def test_eval_teacher_runs_the_teacher_alone(env, teacher_checkpoint, tmp_path):
     assert "Evaluating the teacher alone" in log and "copypaste: AP,AP50,AP75,APs,APm,APl" in log
 
 
-def test_two_process_ddp_on_cpu_and_amp_flag(env, teacher_checkpoint, tmp_path):
+def test_two_process_ddp_on_cpu_and_amp_flag_and_a_refused_resume(env, teacher_checkpoint, tmp_path):
     out = str(tmp_path / "ddp")
     _, log = run(
         [
@@ -252,6 +252,15 @@ def test_two_process_ddp_on_cpu_and_amp_flag(env, teacher_checkpoint, tmp_path):
     assert os.path.isfile(os.path.join(out, "model_final.pth"))
     keys = torch.load(os.path.join(out, "model_final.pth"), weights_only=False)["model"].keys()
     assert keys and all(k.startswith(("student.", "distillers.")) for k in keys)  # no teacher tensors
+
+    # --resume of that run with another model's config in 2 processes: every rank refuses, rank 0 puts
+    # config.yaml back while the others wait, and the command ends (no hang) with nothing changed
+    kept = [name for name in os.listdir(out) if name.endswith(".pth") or name in ("last_checkpoint", "config.yaml")]
+    before = {name: sha256(os.path.join(out, name)) for name in kept}
+    rc, log = run([TRAIN, "--resume", "--num-gpus", "2", "--config-file", STUDENT_CFG, f"train.output_dir={out}", "train.max_iter=4"] + FAST,
+                  env, check=False, timeout=300)
+    assert rc != 0 and "Cannot resume from" in log and "it is a checkpoint of another model" in log
+    assert {name: sha256(os.path.join(out, name)) for name in kept} == before
 
 
 OVERHEAD = os.path.join(ROOT, "tools", "benchmark_overhead.py")
