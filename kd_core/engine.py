@@ -277,4 +277,3 @@ class SavedRunConfig:
             finally:
                 if os.path.exists(tmp):
                     os.remove(tmp)
-
