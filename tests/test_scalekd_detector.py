@@ -120,7 +120,7 @@ def test_assistant_is_out_of_the_student_optimizer_and_state_dict_but_in_checkpo
     checkpointables = model.extra_checkpointables()
     DetectionCheckpointer(model, str(tmp_path), **checkpointables).save("model_0000", iteration=0)
     saved = torch.load(tmp_path / "model_0000.pth", weights_only=False)
-    assert set(saved["scalekd_assistant"]) == {"model", "optimizer"}
+    assert set(saved["scalekd_assistant"]) == {"model", "optimizer", "settings"}
     assert not any("assistant" in k for k in saved["model"])
 
     torch.manual_seed(123)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from scalekd import (
     AssistantTrainer,
+    CrossScaleAssistant,
     MultiScaleCrossAttention,
     ScaleDecoupledEmbedding,
     ScaleKDDatasetMapper,
@@ -218,13 +219,40 @@ def test_assistant_trainer_step_state_and_device():
     trainer.step(module(torch.randn(4, 3)).pow(2).sum())
     assert not torch.equal(before, module.weight) and module.weight.grad is None
     state = trainer.state_dict()
-    assert set(state) == {"model", "optimizer"} and state["optimizer"]["state"]
+    assert set(state) == {"model", "optimizer", "settings"} and state["optimizer"]["state"]
+    assert state["settings"] == {"optimizer": "adam", "lr": 0.1, "weight_decay": 0.0, "betas": [0.9, 0.999]}
     other = AssistantTrainer(torch.nn.Linear(3, 2))
     other.load_state_dict(state)
     assert torch.equal(other.module.weight, module.weight)
     assert torch.equal(other.optimizer.state_dict()["state"][0]["exp_avg"], state["optimizer"]["state"][0]["exp_avg"])
     with pytest.raises(KeyError, match="'model' and 'optimizer'"):
         other.load_state_dict({"model": state["model"]})
+
+
+def test_assistant_state_differences_compare_the_settings_no_shape_shows():
+    """Heads, rates, level pairs and the optimizer's settings keep every tensor's shape; the
+    recorded settings catch them. A checkpoint from before settings were recorded is not compared."""
+
+    def trainer(num_heads=4, rates=((2, 1), (1, 1)), pairs=("p4", "p4"), lr=1e-3, optimizer="adam"):
+        attention = MultiScaleCrossAttention(8, 8, num_heads=num_heads, num_groups=2, level_rates={"p3": rates[0], "p4": rates[1]})
+        module = CrossScaleAssistant(attention, torch.nn.Identity(), {"p3": pairs[0], "p4": pairs[1]})
+        return AssistantTrainer(module, lr=lr, optimizer=optimizer)
+
+    saved = trainer().state_dict()
+    assert saved["settings"]["level_rates"] == {"p3": [2, 1], "p4": [1, 1]}
+    assert trainer().state_differences(saved) == []
+    assert trainer().state_differences({k: v for k, v in saved.items() if k != "settings"}) == []
+    cases = {
+        "num_heads": (trainer(num_heads=8), "'num_heads' is 4 in the checkpoint and 8 in this model"),
+        "level_rates": (trainer(rates=((1, 1), (2, 1))), "'level_rates' is {'p3': [2, 1], 'p4': [1, 1]} in the checkpoint"),
+        "level_pairs": (trainer(pairs=("p3", "p4")), "'level_pairs' is {'p3': 'p4', 'p4': 'p4'} in the checkpoint and {'p3': 'p3', 'p4': 'p4'}"),
+        "lr": (trainer(lr=1e-4), "'lr' is 0.001 in the checkpoint and 0.0001 in this model"),
+        "optimizer": (trainer(optimizer="adamw"), "'optimizer' is 'adam' in the checkpoint and 'adamw' in this model"),
+    }
+    for name, (other, message) in cases.items():
+        problems = other.state_differences(saved)
+        assert problems and all(p.startswith(f"the assistant's '{name}'") for p in problems), (name, problems)
+        assert message in problems[0], (name, problems)
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])

@@ -113,6 +113,16 @@ def test_train_and_resume_continue_warmup_and_assistant_state(tmp_path, tiny_dat
     with pytest.raises(ResumeMismatchError, match=r"scalekd_assistant: 'attention\.ffn\.0\.weight' has shape \(\d+, \d+\) in the checkpoint and \(32, \d+\)"):
         train_net.do_train(types.SimpleNamespace(resume=True), other)
     assert sha256(os.path.join(out, "model_final.pth")) == final_sha
+    # ... or with settings that keep every shape: the recorded settings differ
+    for key, value, message in [
+        ("csa_num_heads", 2, r"scalekd_assistant: the assistant's 'num_heads' is 8 in the checkpoint and 2 in this model"),
+        ("csa_lr", 1e-3, r"scalekd_assistant: the assistant's 'lr' is 0\.0003 in the checkpoint and 0\.001 in this model"),
+    ]:
+        other = _config(out, teacher_ckpt, max_iter=7)
+        other.model[key] = value
+        with pytest.raises(ResumeMismatchError, match=message):
+            train_net.do_train(types.SimpleNamespace(resume=True), other)
+        assert sha256(os.path.join(out, "model_final.pth")) == final_sha
 
     # --eval-assistant: the trained assistant of the checkpoint, scored by Detectron2's COCOEvaluator
     cfg = _config(str(tmp_path / "eval"), teacher_ckpt, max_iter=5)

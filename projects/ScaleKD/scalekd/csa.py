@@ -271,6 +271,16 @@ class CrossScaleAssistant(nn.Module):
         self.head = head
         self.level_pairs = dict(level_pairs)
 
+    def settings(self) -> Dict[str, object]:
+        """The attention's settings that its parameter shapes do not reveal: heads, head groups,
+        per-level K/V rates, and the student -> teacher level pairs (plain lists and dicts)."""
+        return {
+            "num_heads": self.attention.num_heads,
+            "num_groups": self.attention.num_groups,
+            "level_rates": {k: list(v) for k, v in self.attention.level_rates.items()},
+            "level_pairs": dict(self.level_pairs),
+        }
+
     def fuse(self, student_features: Mapping[str, torch.Tensor], teacher_features: Mapping[str, torch.Tensor]) -> List[torch.Tensor]:
         """Fused maps, one per student level (order of ``level_pairs``), each (B, C, H_l, W_l).
         Inputs are detached and cast to fp32 here."""
@@ -312,6 +322,16 @@ def copy_module_with_weights(student_module: nn.Module, teacher_module: Optional
     return module
 
 
+def _as_plain(value: object) -> object:
+    """``value`` with tuples as lists and mapping keys as strings, so recorded settings compare
+    equal whatever container types a checkpoint's round trip gave them."""
+    if isinstance(value, Mapping):
+        return {str(k): _as_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_plain(v) for v in value]
+    return value
+
+
 class AssistantTrainer:
     """The assistant module with its own Adam optimizer; a checkpointable object.
 
@@ -319,8 +339,13 @@ class AssistantTrainer:
     the student's parameters, ``state_dict``, optimizer and DDP. ``state_dict()`` holds the
     module's weights and the optimizer's state, so ``--resume`` continues both.
 
+    ``state_dict()["settings"]`` records what a resumed run must share with the one that wrote the
+    checkpoint and that no parameter shape shows (:meth:`settings`); :meth:`state_differences`
+    compares it.
+
     Args:
-        module: the :class:`CrossScaleAssistant`.
+        module: the :class:`CrossScaleAssistant` (or any module; its ``settings()`` method, where it
+            has one, adds to :meth:`settings`).
         lr, weight_decay, betas: Adam settings (spec: lr 3e-4, weight decay 1e-4).
         optimizer: "adam" (the paper's: ``torch.optim.Adam``, weight decay added to the gradient) or
             "adamw" (decoupled weight decay). With "adam", a parameter whose loss gradient is much
@@ -337,6 +362,7 @@ class AssistantTrainer:
             raise ValueError(f"AssistantTrainer: optimizer must be one of {sorted(self.OPTIMIZERS)}, got '{optimizer}'.")
         self.module = module
         self.module.train()
+        self.optimizer_name = optimizer
         self.optimizer = self.OPTIMIZERS[optimizer](
             [p for p in module.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay, betas=tuple(betas)
         )
@@ -391,16 +417,44 @@ class AssistantTrainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
+    def settings(self) -> Dict[str, object]:
+        """What the checkpoint's tensors do not reveal and a resumed run must share: the optimizer
+        ("adam" / "adamw") and its lr, weight_decay and betas as constructed (a restored Adam state
+        would otherwise bring back the checkpoint's lr silently), plus ``module.settings()`` where
+        the module has one (the attention's heads, groups, rates and level pairs)."""
+        defaults = self.optimizer.defaults
+        out = {
+            "optimizer": self.optimizer_name,
+            "lr": float(defaults["lr"]),
+            "weight_decay": float(defaults["weight_decay"]),
+            "betas": [float(b) for b in defaults["betas"]],
+        }
+        module_settings = getattr(self.module, "settings", None)
+        if callable(module_settings):
+            out.update(module_settings())
+        return out
+
     def state_dict(self) -> Dict[str, object]:
-        return {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict()}
+        return {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(), "settings": self.settings()}
 
     def state_differences(self, state: object) -> List[str]:
         """Why ``state`` (a checkpoint's entry for this object) cannot be loaded: not the
-        ``{"model", "optimizer"}`` dict of :meth:`state_dict`, or module keys/shapes that differ
-        (:func:`kd_core.checkpoint.state_dict_differences`). Empty when it fits."""
+        ``{"model", "optimizer"}`` dict of :meth:`state_dict`, module keys/shapes that differ
+        (:func:`kd_core.checkpoint.state_dict_differences`), or :meth:`settings` that differ from
+        the checkpoint's ``"settings"`` (checkpoints written before it existed have none: not
+        compared). Empty when it fits."""
         if not isinstance(state, Mapping) or "model" not in state or "optimizer" not in state:
             return ["not an assistant state (a dict with 'model' and 'optimizer')"]
-        return state_dict_differences(self.module.state_dict(), state["model"])
+        problems = state_dict_differences(self.module.state_dict(), state["model"])
+        saved = state.get("settings")
+        if isinstance(saved, Mapping):
+            own = self.settings()
+            problems += [
+                f"the assistant's '{k}' is {saved.get(k, '(not recorded)')!r} in the checkpoint and {v!r} in this model"
+                for k, v in own.items()
+                if _as_plain(saved.get(k)) != _as_plain(v)
+            ]
+        return problems
 
     def load_state_dict(self, state: Mapping[str, object]) -> None:
         if not isinstance(state, Mapping) or "model" not in state or "optimizer" not in state:
