@@ -90,7 +90,7 @@ def check_resumed_model_matches(
     if problems:
         shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
         raise ResumeMismatchError(
-            f"Cannot resume from {path}: it is a checkpoint of another model, or of this config before a code "
+            f"Cannot resume from {path}: it is a checkpoint of another model or config, or of this config before a code "
             f"change ({shown}). Resume with the config that wrote it, or set train.output_dir to a new directory "
             "(no checkpoint was changed)."
         )
