@@ -272,11 +272,11 @@ class CrossScaleAssistant(nn.Module):
         self.level_pairs = dict(level_pairs)
 
     def settings(self) -> Dict[str, object]:
-        """The attention's settings that its parameter shapes do not reveal: heads, head groups,
-        per-level K/V rates, and the student -> teacher level pairs (plain lists and dicts)."""
+        """The attention's settings that its parameter shapes do not reveal: heads, per-level K/V
+        rates, and the student -> teacher level pairs (plain lists and dicts). The number of head
+        groups is not among them: it sets the K/V projections' widths, which the shape check sees."""
         return {
             "num_heads": self.attention.num_heads,
-            "num_groups": self.attention.num_groups,
             "level_rates": {k: list(v) for k, v in self.attention.level_rates.items()},
             "level_pairs": dict(self.level_pairs),
         }
@@ -421,7 +421,7 @@ class AssistantTrainer:
         """What the checkpoint's tensors do not reveal and a resumed run must share: the optimizer
         ("adam" / "adamw") and its lr, weight_decay and betas as constructed (a restored Adam state
         would otherwise bring back the checkpoint's lr silently), plus ``module.settings()`` where
-        the module has one (the attention's heads, groups, rates and level pairs)."""
+        the module has one (the attention's heads, rates and level pairs)."""
         defaults = self.optimizer.defaults
         out = {
             "optimizer": self.optimizer_name,
