@@ -366,6 +366,10 @@ def test_plots_from_fake_benchmark_results(tmp_path):
     names = sorted(os.path.basename(p) for p in written)
     assert names == ["ap_gain_d.png", "ap_vs_iter_m_d.png"]
     assert all(os.path.getsize(p) > 1000 for p in written)
+    # ablations: dashed, each its own colour, none of the teacher's / student's / distilled student's
+    ablations = ["sdf_only", "csa_only"]
+    styles = [plot.variant_style(v, ablations) for v in ["teacher", "student", "kd"] + ablations]
+    assert len({c for c, _ in styles}) == 5 and [st for _, st in styles] == ["-", "-", "-", "--", "--"]
     assert plot.safe_name("ap gain", "coco/128", "x:1") == "ap-gain_coco-128_x-1"
     assert all(SAFE_FILE_NAME.match(plot.safe_name(*parts)) for parts in [("a b",), ("é", "1"), ("x", "")])
     its, mean, std = plot.mean_curve([coco_metric_history(r["output_dir"]) for r in rows if r["variant"] == "kd"])
@@ -435,7 +439,7 @@ def test_config_digest_follows_the_resolved_contents(tmp_path):
 # --------------------------------------------------------------------------- quickstart
 
 
-@pytest.mark.parametrize("method,precision", [("scalekd", "bf16"), ("fitnet", "fp32")])
+@pytest.mark.parametrize("method,precision", [("scalekd", "bf16"), ("scalekd_sdf", "fp32"), ("fitnet", "fp32")])
 def test_quickstart_runs_three_models_with_overrides_that_exist(method, precision, tmp_path, monkeypatch, capsys):
     from omegaconf import OmegaConf
 
@@ -457,3 +461,11 @@ def test_quickstart_runs_three_models_with_overrides_that_exist(method, precisio
     assert OmegaConf.to_yaml(kd.dataloader.test) == OmegaConf.to_yaml(student.dataloader.test)
     assert f"student + {method}" in table and f"method {method}, {precision}" in capsys.readouterr().out
     assert open(tmp_path / "results.txt").read() == table + "\n"
+    if method.startswith("scalekd"):  # same-resolution mode; the assistant only in the full method
+        assert kd.dataloader.train.mapper.teacher_scale == 1.0
+        assert kd.model.get("use_csa", True) == (method == "scalekd")
+
+
+def test_quickstart_default_is_scalekd_sdf():
+    quickstart = importlib.import_module("quickstart")
+    assert quickstart.DEFAULT_METHOD == "scalekd_sdf" and quickstart.DEFAULT_METHOD in quickstart.METHODS

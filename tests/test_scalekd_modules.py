@@ -16,6 +16,7 @@ from scalekd import (
     SharedDilatedBottleneck,
     default_level_pairs,
     make_teacher_image,
+    teacher_view_transforms,
 )
 from scalekd.losses import dense_cls_mimic_loss, roi_box_mimic_loss, roi_cls_mimic_loss
 
@@ -331,6 +332,69 @@ def test_mapper_adds_teacher_image_once_augmented(tmp_path):
     flipped_back = F.avg_pool2d(teacher.flip(-1)[None].float(), 2)[0]
     assert (flipped_back - img.float()).abs().mean() > (pooled - img.float()).abs().mean() + 5
     assert out["instances"].gt_boxes.tensor.shape == (1, 4)
+
+
+def _noise_dataset_dict(tmp_path, h, w):
+    import cv2
+
+    img = np.random.default_rng(1).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    path = os.path.join(str(tmp_path), "noise.png")
+    cv2.imwrite(path, img)
+    return img, {"file_name": path, "height": h, "width": w, "image_id": 0, "annotations": []}
+
+
+def test_mapper_renders_a_low_resolution_students_teacher_from_the_original(tmp_path):
+    """A student view smaller than the original: the 2x teacher view is the original resized (and
+    flipped) directly, not the student's pixels upsampled, so it keeps the original's detail."""
+    import detectron2.data.transforms as T
+
+    original, d = _noise_dataset_dict(tmp_path, 64, 96)
+    augs = [T.ResizeShortestEdge(16, max_size=1000), T.RandomFlip(prob=1.0)]
+    out = ScaleKDDatasetMapper(is_train=True, augmentations=augs, image_format="BGR")(d)
+    assert out["image"].shape == (3, 16, 24) and out["teacher_image"].shape == (3, 32, 48)
+    expected = T.ResizeTransform(64, 96, 32, 48).apply_image(original)[:, ::-1]
+    assert torch.equal(out["teacher_image"], torch.as_tensor(np.ascontiguousarray(expected.transpose(2, 0, 1))))
+    upsampled = make_teacher_image(out["image"], 2.0)
+    assert (upsampled.float() - out["teacher_image"].float()).abs().mean() > 10  # noise: the detail differs
+    # an RGB teacher for a BGR student: the same view, channels reversed
+    rgb = ScaleKDDatasetMapper(is_train=True, augmentations=augs, image_format="BGR", teacher_image_format="RGB")(d)
+    assert torch.equal(rgb["teacher_image"], out["teacher_image"].flip(0))
+    # a transform that cannot be replayed on the original: the student's image, resized
+    rotated = ScaleKDDatasetMapper(is_train=True, augmentations=[T.RandomRotation([10, 10])], image_format="BGR")(d)
+    assert torch.equal(rotated["teacher_image"], make_teacher_image(rotated["image"], 2.0))
+
+
+def test_teacher_view_transforms_move_crops_pads_and_flips_to_the_teachers_grid():
+    import detectron2.data.transforms as T
+
+    original = np.random.default_rng(2).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+
+    def teacher(transforms, scale=2.0):
+        return teacher_view_transforms(T.TransformList(transforms), (64, 96), scale).apply_image(original)
+
+    # crop of the original, then a 2x downscale, then a flip: the teacher's view is that crop at full size, flipped
+    view = teacher([T.CropTransform(8, 4, 40, 30, 96, 64), T.ResizeTransform(30, 40, 15, 20), T.HFlipTransform(20)])
+    assert np.array_equal(view, original[4:34, 8:48][:, ::-1])
+    # a crop after a 2x downscale lands on the doubled window of the original
+    view = teacher([T.ResizeTransform(64, 96, 32, 48), T.CropTransform(5, 3, 20, 16, 48, 32), T.VFlipTransform(16)])
+    assert np.array_equal(view, original[6:38, 10:50][::-1])
+    # a crop window reaching past the image (FixedSizeCrop(pad=False)) is clipped like the student's
+    view = teacher([T.ResizeTransform(64, 96, 32, 48), T.CropTransform(40, 20, 16, 16, 48, 32)])
+    assert np.array_equal(view, original[40:64, 80:96])
+    # padding (FixedSizeCrop) is doubled too, with the same value
+    view = teacher([T.ResizeTransform(64, 96, 32, 48), T.PadTransform(0, 0, 8, 4, 48, 32, 128)])
+    assert view.shape == (72, 112, 3) and np.array_equal(view[:64, :96], original)
+    assert (view[64:] == 128).all() and (view[:, 96:] == 128).all()
+    # no resize in the pipeline: a final one; pixel-wise colour changes are kept
+    brighter = T.BlendTransform(src_image=0.0, src_weight=0.5, dst_weight=0.5)
+    view = teacher([T.HFlipTransform(96), brighter], scale=1.5)
+    assert view.shape == (96, 144, 3)
+    # off the scaled grid, shape-dependent or unknown: None (the mapper resizes the student's image)
+    crop = T.CropTransform(1, 1, 10, 10, 48, 32)
+    assert teacher_view_transforms(T.TransformList([T.ResizeTransform(64, 96, 32, 48), crop]), (64, 96), 1.5) is None
+    saturation = T.BlendTransform(src_image=original.mean(axis=2, keepdims=True), src_weight=0.5, dst_weight=0.5)
+    assert teacher_view_transforms(T.TransformList([saturation]), (64, 96), 2.0) is None
+    assert teacher_view_transforms(T.TransformList([T.RotationTransform(64, 96, 10)]), (64, 96), 2.0) is None
 
 
 def test_mapper_same_resolution_and_format(tmp_path):

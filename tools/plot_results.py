@@ -50,6 +50,16 @@ PREFIX = "plot_results"
 DEFAULT_DETRDISTILL_CONFIG = "projects/DETRDistill/configs/detrdistill/deformable_detr_r34_r18_tiny_cpu.py"
 DEFAULT_SCALEKD_CONFIG = "projects/ScaleKD/configs/tiny/retinanet_r34_r18_scalekd_tiny_cpu.py"
 VARIANT_STYLE = {"teacher": ("tab:gray", "-"), "student": ("tab:blue", "-"), "kd": ("tab:red", "-")}
+#: colours of the ablations (dashed), in their order on a plot: none of the main variants' colours
+ABLATION_COLORS = ("tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+
+
+def variant_style(variant: str, ablations: Sequence[str]) -> Tuple[str, str]:
+    """(colour, line style) of a benchmark variant: the teacher grey, the student blue, the distilled
+    student red (solid); the i-th of a method's ``ablations`` ABLATION_COLORS[i] (dashed)."""
+    if variant in VARIANT_STYLE:
+        return VARIANT_STYLE[variant]
+    return ABLATION_COLORS[list(ablations).index(variant) % len(ABLATION_COLORS)], "--"
 
 
 def safe_name(*parts: str) -> str:
@@ -117,8 +127,9 @@ def plot_benchmark(results: dict, out_dir: str) -> List[str]:
         groups.setdefault((r["method"], r["dataset"]), {}).setdefault(r["variant"], []).append(r["output_dir"])
     for (method, dataset), variants in groups.items():
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        ablations = [v for v in variants if v not in VARIANT_STYLE]
         for variant, dirs in variants.items():
-            color, style = VARIANT_STYLE.get(variant, (None, "--"))
+            color, style = variant_style(variant, ablations)
             label = names.get(f"{method}/{variant}", variant)
             evaluated = [d for d in dirs if os.path.isfile(os.path.join(d, "teacher_metrics.json"))]
             for d in evaluated:  # a given / pretrained teacher: evaluated once, not trained here
@@ -140,7 +151,11 @@ def plot_benchmark(results: dict, out_dir: str) -> List[str]:
         labels = [f"{s['method']}\n{s['variant']}" for s in items]
         means = [s["gain_mean"]["AP"] if s["gain_mean"]["AP"] is not None else math.nan for s in items]
         stds = [s["gain_std"]["AP"] if s["gain_std"]["AP"] is not None else 0.0 for s in items]
-        colors = ["tab:red" if s["variant"] == "kd" else "tab:orange" for s in items]
+        ablations: Dict[str, List[str]] = {}  # per method, in the order of the curves' legend
+        for s in items:
+            if s["variant"] not in VARIANT_STYLE:
+                ablations.setdefault(s["method"], []).append(s["variant"])
+        colors = [variant_style(s["variant"], ablations.get(s["method"], []))[0] for s in items]
         fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(items) + 1.5), 4.2))
         ax.bar(range(len(items)), means, yerr=stds, capsize=4, color=colors)
         ax.axhline(0.0, color="black", linewidth=0.8)

@@ -17,7 +17,7 @@ from .csa import (
     ScaleReduction,
     copy_module_with_weights,
 )
-from .data import ScaleKDDatasetMapper, make_teacher_image
+from .data import ScaleKDDatasetMapper, make_teacher_image, teacher_view_transforms
 from .meta_arch import ScaleKDDetector, default_level_pairs, detector_kind
 from .sdf import ScaleDecoupledEmbedding, SDFDistiller, SharedDilatedBottleneck
 
@@ -38,4 +38,5 @@ __all__ = [
     "default_level_pairs",
     "detector_kind",
     "make_teacher_image",
+    "teacher_view_transforms",
 ]
