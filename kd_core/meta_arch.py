@@ -58,6 +58,39 @@ def run_backbone(model: nn.Module, batched_inputs: List[dict], padded_size: Opti
 
 
 @META_ARCH_REGISTRY.register()
+class TeacherViewDetector(nn.Module):
+    """A distillation model's frozen teacher as a stand-alone detector, run on the teacher's view of
+    each input, for evaluation (``--eval-teacher``).
+
+    Args:
+        model: the teacher detector (Detectron2 inference API).
+        image_key: the inputs' key of the teacher's view (e.g. ScaleKD's 2x ``teacher_image``); the
+            input's ``image`` where a batch has none.
+        make_views: optional ``batched_inputs -> batched_inputs`` that adds ``image_key`` where the
+            test mapper did not (e.g. the image resized to the teacher's scale).
+    Inputs: Detectron2's test-time dicts. Outputs: the teacher's ``[{"instances": Instances}]``, in the
+    inputs' ``height`` x ``width`` coordinates (the teacher's own post-processing), so a view at another
+    scale is scored against the same ground truth.
+    """
+
+    def __init__(self, model: nn.Module, image_key: Optional[str] = "teacher_image", make_views=None):
+        super().__init__()
+        self.model = model
+        self.image_key = image_key
+        self.make_views = make_views
+
+    def train(self, mode: bool = True):
+        if mode:
+            raise RuntimeError("TeacherViewDetector is for evaluation only.")
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, batched_inputs: List[dict]) -> List[dict]:
+        if self.make_views is not None:
+            batched_inputs = self.make_views(batched_inputs)
+        return self.model(teacher_inputs(batched_inputs, self.image_key))
+
+
 class DistillationDetector(nn.Module):
     """A student detector trained with a frozen teacher and a set of distillers.
 
@@ -136,6 +169,11 @@ class DistillationDetector(nn.Module):
         trained by its own optimizer). ``.to(device)`` does not reach them; whole-model
         conversions (e.g. :func:`kd_core.engine.to_channels_last`) must."""
         return [self.teacher.model]
+
+    def teacher_detector(self) -> nn.Module:
+        """The frozen teacher as a detector on its view of each input (:class:`TeacherViewDetector`),
+        for evaluation; subclasses whose teacher sees another scale make that view."""
+        return TeacherViewDetector(self.teacher.model, self.teacher_image_key).eval()
 
     def forward(self, batched_inputs: List[dict]):
         if not self.training:

@@ -248,6 +248,15 @@ def test_tiny_plan_shares_runs_and_dry_run_prints_commands(tmp_path, capsys):
     changed = {k for k in dirs if dirs[k] != other_dirs[k]}
     assert changed == {("fitnet", "teacher", 0), ("fitnet", "kd", 0), ("fitnet", "kd", 1)}
     assert [e.run.kind for e in other if e.method == "fitnet" and e.variant == "teacher"] == ["eval_teacher"]
+    # a given ScaleKD teacher is evaluated at the distilled runs' teacher scale (the view they distil from)
+    for scale in ("1", "2"):
+        plan = bench.build_plan(_args("--dry-run", "--methods", "scalekd_retinanet", "--datasets", "bccd", "--seeds", "0",
+                                      "--output-dir", str(tmp_path), "--scalekd-teacher-scale", scale,
+                                      "--teacher-weights", "scalekd_retinanet=/x/teacher.pth"))
+        by = {e.variant: e.run for e in plan}
+        assert by["teacher"].kind == "eval_teacher"
+        assert f"dataloader.train.mapper.teacher_scale={scale}" in by["teacher"].overrides
+        assert f"dataloader.train.mapper.teacher_scale={scale}" in by["kd"].overrides
 
     bench.main(["--dry-run", "--methods", "scalekd_faster_rcnn", "--datasets", "bccd", "--seeds", "0",
                 "--datasets-root", str(tmp_path), "--output-dir", str(tmp_path / "o")])

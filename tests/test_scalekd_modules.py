@@ -356,6 +356,9 @@ def test_mapper_renders_a_low_resolution_students_teacher_from_the_original(tmp_
     assert torch.equal(out["teacher_image"], torch.as_tensor(np.ascontiguousarray(expected.transpose(2, 0, 1))))
     upsampled = make_teacher_image(out["image"], 2.0)
     assert (upsampled.float() - out["teacher_image"].float()).abs().mean() > 10  # noise: the detail differs
+    # switched off: the student's pixels upsampled (the same augmentation draw: a fixed size and flip)
+    resized = ScaleKDDatasetMapper(is_train=True, augmentations=augs, image_format="BGR", render_teacher_from_original=False)(d)
+    assert torch.equal(resized["image"], out["image"]) and torch.equal(resized["teacher_image"], upsampled)
     # an RGB teacher for a BGR student: the same view, channels reversed
     rgb = ScaleKDDatasetMapper(is_train=True, augmentations=augs, image_format="BGR", teacher_image_format="RGB")(d)
     assert torch.equal(rgb["teacher_image"], out["teacher_image"].flip(0))

@@ -139,6 +139,29 @@ def test_train_and_resume_continue_warmup_and_assistant_state(tmp_path, tiny_dat
     with pytest.raises(ValueError, match="needs train.init_checkpoint"):
         train_net.do_eval_assistant(cfg)
 
+    # --eval-teacher: the teacher scored on the view it distils from (the mapper's 2x rendering of the test image)
+    import kd_core.meta_arch
+
+    seen, real_teacher_inputs = [], kd_core.meta_arch.teacher_inputs
+
+    def spy(batched_inputs, image_key="teacher_image"):
+        out = real_teacher_inputs(batched_inputs, image_key)
+        seen.extend(tuple(x["image"].shape[-2:]) for x in out)
+        return out
+
+    monkeypatch.setattr(kd_core.meta_arch, "teacher_inputs", spy)
+    results = train_net.do_eval_teacher(cfg)
+    assert set(results["bbox"]) >= {"AP", "AP50", "APs"} and seen and set(seen) == {(192, 256)}
+    # without the mapper's view (another test loader): the input image resized by teacher_scale
+    seen.clear()
+    teacher = instantiate(cfg.model).teacher_detector()
+    teacher.model.test_score_thresh = 0.0
+    image = torch.randint(0, 256, (3, 96, 128), dtype=torch.uint8)
+    boxes = teacher([{"image": image, "height": 48, "width": 64}])[0]["instances"].pred_boxes.tensor
+    assert seen == [(192, 256)] and len(boxes) and boxes[:, 2].max() <= 64 and boxes[:, 3].max() <= 48
+    with pytest.raises(RuntimeError, match="evaluation only"):
+        teacher.train()
+
     # the reverse: resuming the assistant's checkpoint without an assistant trains on, with a warning
     warnings = []
     monkeypatch.setattr(train_net.logger, "warning", warnings.append)

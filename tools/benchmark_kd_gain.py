@@ -30,12 +30,13 @@ Scales:
         them a little (docs/results.md).
         ScaleKD runs in its same-resolution mode (teacher_scale 1.0): the tiny teacher is trained at
         1x, and a 2x teacher view triples the step time on CPU
-        (--scalekd-teacher-scale 2 for the paper's mode). The tiny ScaleKD config switches the CSA mimic
+        (--scalekd-teacher-scale 2 for the paper's mode, with --teacher-weights of a
+        teacher trained at 2x the sizes: docs/results.md has the commands). The tiny ScaleKD config switches the CSA mimic
         losses on at iteration 150 (half of 300); with other --iters, set
         model.csa_cls_weight.start_iter with --kd-opts (the other runs have no such key).
     real (GPU): the COCO configs with their own schedules (1x / 50 epochs) unless --iters is given.
         ScaleKD teachers are the model-zoo checkpoints named in the KD configs (evaluated with
-        --eval-teacher, not trained) and its baselines are the KD config's student trained alone
+        --eval-teacher on the view the students distil from, e.g. 2x the test size; not trained) and its baselines are the KD config's student trained alone
         (a generated config, see student_only_config_text); DETRDistill trains its R101 teacher
         unless --teacher-weights detrdistill=PATH is given. FitNet has no COCO config.
 
@@ -497,7 +498,12 @@ def build_plan(args) -> List[Entry]:
             kd_data = dataset_overrides(spec, dataset, "kd", scale)
             single_data = dataset_overrides(spec, dataset, "single", scale)
 
+            kd_extra = list(spec.kd_overrides)
+            if method.startswith("scalekd") and args.scalekd_teacher_scale is not None:
+                kd_extra.append(f"dataloader.train.mapper.teacher_scale={args.scalekd_teacher_scale:g}")
+
             # teacher: trained here, given (--teacher-weights), or the KD config's pretrained weights
+            # (evaluated at the KD runs' teacher scale: the view the students distil from)
             if method in teacher_weights or spec.teacher_config is None:
                 weights = teacher_weights.get(method) or _kd_teacher_weights(spec.kd_config)
                 if method not in teacher_weights and not dataset.coco_classes:
@@ -515,7 +521,7 @@ def build_plan(args) -> List[Entry]:
                 teacher_run = get_run(
                     os.path.join(base, f"teacher-{_stem(spec.kd_config)}-{stem}"),
                     config=spec.kd_config,
-                    overrides=kd_data + [f"model.teacher.weights={weights}", f"train.seed={teacher_seed}"] + list(args.opts),
+                    overrides=kd_data + kd_extra + [f"model.teacher.weights={weights}", f"train.seed={teacher_seed}"] + list(args.opts),
                     label=f"{dataset_name} teacher of {method} (evaluation)",
                     max_iter=None,
                     kind="eval_teacher",
@@ -542,9 +548,6 @@ def build_plan(args) -> List[Entry]:
             else:
                 student_config = os.path.join(out, "generated_configs", f"{_stem(spec.kd_config)}_student_only.py")
                 generated = student_only_config_text(_abs(spec.kd_config))
-            kd_extra = list(spec.kd_overrides)
-            if method.startswith("scalekd") and args.scalekd_teacher_scale is not None:
-                kd_extra.append(f"dataloader.train.mapper.teacher_scale={args.scalekd_teacher_scale:g}")
             variants = [("kd", ())]
             if args.ablations:
                 variants += list(spec.ablations.items())

@@ -7,8 +7,8 @@ Detectron2's tools/lazyconfig_train_net.py plus what distillation needs:
     * gradient clipping (``train.clip_grad``), AMP (CUDA fp16, CPU bf16 autocast), ``train.channels_last``,
       DDP on CPU (gloo);
     * auxiliary checkpointables of the model (e.g. ScaleKD's assistant optimizer) in checkpoints;
-    * ``--eval-teacher``: evaluate only the frozen teacher of a KD config (a teacher whose weights
-      did not load shows ~0 AP);
+    * ``--eval-teacher``: evaluate only the frozen teacher of a KD config, on the view it distils from
+      (ScaleKD: the test image at teacher_scale x its size) (a teacher whose weights did not load shows ~0 AP);
     * ``--eval-assistant``: evaluate ScaleKD's Cross-Scale Assistant of ``train.init_checkpoint`` as a
       detector (are its mimic targets better than the student's own predictions?);
     * a fresh run never overwrites an existing run's checkpoints (use --resume);
@@ -111,14 +111,35 @@ def do_train(args, cfg):
     return trainer
 
 
+#: settings of a training mapper that adds the teacher's view of each image (ScaleKD's ScaleKDDatasetMapper)
+TEACHER_VIEW_MAPPER_KEYS = ("teacher_scale", "teacher_image_format", "teacher_image_key", "render_teacher_from_original")
+
+
+def use_teacher_view_test_mapper(cfg) -> bool:
+    """Where the training mapper adds the teacher's view (it has a ``teacher_scale``), give the test
+    mapper the same class and teacher settings, so the teacher is scored on the view it distils from
+    (ScaleKD: rendered from the original image at teacher_scale x the test size). Returns whether it did."""
+    train_mapper = cfg.dataloader.train.get("mapper", None)
+    test_mapper = cfg.dataloader.test.get("mapper", None)
+    if train_mapper is None or test_mapper is None or "teacher_scale" not in train_mapper:
+        return False
+    test_mapper._target_ = train_mapper._target_
+    for key in TEACHER_VIEW_MAPPER_KEYS:
+        if key in train_mapper:
+            test_mapper[key] = train_mapper[key]
+    logger.info(f"Test images also get the teacher's view (mapper {test_mapper._target_}, teacher_scale={test_mapper.teacher_scale}).")
+    return True
+
+
 def do_eval_teacher(cfg):
     model = instantiate(cfg.model)
     if not isinstance(model, DistillationDetector):
         raise TypeError("--eval-teacher needs a distillation config (cfg.model builds a DistillationDetector).")
     teacher = model.teacher
     teacher.to(cfg.train.device)
-    logger.info(f"Evaluating the teacher alone: {teacher}")
-    return do_test(cfg, teacher.model)
+    use_teacher_view_test_mapper(cfg)
+    logger.info(f"Evaluating the teacher alone, on the view it distils from: {teacher}")
+    return do_test(cfg, model.teacher_detector())
 
 
 def do_eval_assistant(cfg):
@@ -129,6 +150,7 @@ def do_eval_assistant(cfg):
         raise ValueError("--eval-assistant needs train.init_checkpoint=<a ScaleKD run's checkpoint> (it holds the assistant).")
     model.to(cfg.train.device)
     detector = model.assistant_detector()  # checks that the model has an assistant
+    use_teacher_view_test_mapper(cfg)
     build_checkpointer(model, cfg.train.output_dir).load(cfg.train.init_checkpoint)
     if not model.assistant.restored:
         raise ValueError(f"{cfg.train.init_checkpoint} holds no Cross-Scale Assistant: it is not a ScaleKD training checkpoint.")

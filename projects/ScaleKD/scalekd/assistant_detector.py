@@ -16,7 +16,16 @@ from torch import nn
 
 from .data.mapper import make_teacher_image
 
-__all__ = ["AssistantDetector"]
+__all__ = ["AssistantDetector", "add_teacher_views"]
+
+
+def add_teacher_views(batched_inputs: List[dict], key: str, scale: float) -> List[dict]:
+    """Test-time inputs with the teacher's view under ``key``: as they are where the mapper provided
+    it (:class:`~scalekd.ScaleKDDatasetMapper`, rendered from the original image) or the scale is 1;
+    else each (C, H, W) ``image`` resized by ``scale`` (:func:`~scalekd.make_teacher_image`)."""
+    if scale == 1.0 or not batched_inputs or key in batched_inputs[0]:
+        return batched_inputs
+    return [{**x, key: make_teacher_image(x["image"], scale)} for x in batched_inputs]
 
 
 class AssistantDetector(nn.Module):
@@ -53,18 +62,11 @@ class AssistantDetector(nn.Module):
         self.kd_model.assistant.module.eval()
         return super().train(False)
 
-    def _teacher_views(self, batched_inputs: List[dict]) -> List[dict]:
-        kd = self.kd_model
-        key = kd.teacher_image_key
-        if kd.teacher_scale == 1.0 or key in batched_inputs[0]:
-            return batched_inputs
-        return [{**x, key: make_teacher_image(x["image"], kd.teacher_scale)} for x in batched_inputs]
-
     @torch.no_grad()
     def forward(self, batched_inputs: List[Dict]) -> List[Dict]:
         kd = self.kd_model
         student, assistant = kd.student, kd.assistant.module
-        batched_inputs = self._teacher_views(batched_inputs)
+        batched_inputs = add_teacher_views(batched_inputs, kd.teacher_image_key, kd.teacher_scale)
         images = student.preprocess_image(batched_inputs)
         features = student.backbone(images.tensor)
         teacher_features = kd.run_teacher(batched_inputs, images.tensor.shape[-2:])

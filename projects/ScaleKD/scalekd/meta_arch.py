@@ -35,11 +35,11 @@ from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from kd_core.distiller import as_schedule
-from kd_core.meta_arch import DistillationDetector, run_backbone, teacher_inputs
+from kd_core.meta_arch import DistillationDetector, TeacherViewDetector, run_backbone, teacher_inputs
 from kd_core.schedules import LossWeightSchedule, current_iteration
 from kd_core.teacher import FrozenTeacher
 
-from .assistant_detector import AssistantDetector
+from .assistant_detector import AssistantDetector, add_teacher_views
 from .csa import (
     DEFAULT_LEVEL_RATES,
     AssistantTrainer,
@@ -327,6 +327,13 @@ class ScaleKDDetector(DistillationDetector):
         """The Cross-Scale Assistant as a stand-alone detector for evaluation
         (:class:`~scalekd.assistant_detector.AssistantDetector`; shares this model's modules)."""
         return AssistantDetector(self)
+
+    def teacher_detector(self) -> nn.Module:
+        """The frozen teacher as a detector at ``teacher_scale``: on the mapper's ``teacher_image``
+        where the test loader provides it (rendered from the original image), else on the input
+        image resized by ``teacher_scale``; detections in the inputs' coordinates."""
+        key, scale = self.teacher_image_key, self.teacher_scale
+        return TeacherViewDetector(self.teacher.model, key, make_views=lambda inputs: add_teacher_views(inputs, key, scale)).eval()
 
     def unregistered_modules(self) -> List[nn.Module]:
         """The frozen teacher and the assistant (trained by its own Adam)."""

@@ -169,6 +169,9 @@ class ScaleKDDatasetMapper(DatasetMapper):
         teacher_image_format: the teacher's input format ("BGR"/"RGB"); None = same as
             ``image_format``. E.g. an RGB torchvision-initialised student with an MSRA (BGR) teacher.
         teacher_image_key: dataset-dict key of the teacher image.
+        render_teacher_from_original: True (default): render the teacher's view from the original
+            image as above; False: always resize the student's augmented image (the teacher gets the
+            student's pixels upsampled; for ablations and for pipelines that should not be replayed).
     """
 
     def __init__(
@@ -178,6 +181,7 @@ class ScaleKDDatasetMapper(DatasetMapper):
         teacher_scale: float = 2.0,
         teacher_image_format: Optional[str] = None,
         teacher_image_key: str = TEACHER_IMAGE_KEY,
+        render_teacher_from_original: bool = True,
         **kwargs,
     ):
         super().__init__(is_train, **kwargs)
@@ -192,8 +196,10 @@ class ScaleKDDatasetMapper(DatasetMapper):
         self.teacher_scale = float(teacher_scale)
         self.teacher_image_format = teacher_image_format
         self.teacher_image_key = teacher_image_key
+        self.render_teacher_from_original = bool(render_teacher_from_original)
         self._flip_channels = teacher_image_format != self.image_format
-        self.augmentations = _RecordingAugmentations(self.augmentations)
+        if self.render_teacher_from_original:
+            self.augmentations = _RecordingAugmentations(self.augmentations)
 
     @property
     def adds_teacher_image(self) -> bool:
