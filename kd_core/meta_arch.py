@@ -15,7 +15,7 @@ from .schedules import current_iteration
 from .teacher import FrozenTeacher
 from .teacher_cache import TeacherOutputCache, teacher_fingerprint
 
-__all__ = ["DistillationDetector", "get_num_classes", "run_backbone", "teacher_inputs"]
+__all__ = ["DistillationDetector", "TeacherViewDetector", "get_num_classes", "run_backbone", "teacher_inputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,6 @@ def run_backbone(model: nn.Module, batched_inputs: List[dict], padded_size: Opti
     return model.backbone(x)
 
 
-@META_ARCH_REGISTRY.register()
 class TeacherViewDetector(nn.Module):
     """A distillation model's frozen teacher as a stand-alone detector, run on the teacher's view of
     each input, for evaluation (``--eval-teacher``).
@@ -91,6 +90,7 @@ class TeacherViewDetector(nn.Module):
         return self.model(teacher_inputs(batched_inputs, self.image_key))
 
 
+@META_ARCH_REGISTRY.register()
 class DistillationDetector(nn.Module):
     """A student detector trained with a frozen teacher and a set of distillers.
 

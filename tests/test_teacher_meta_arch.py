@@ -5,6 +5,7 @@ import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import instantiate
+from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils.events import EventStorage
 
 from kd_core.adapters import ChannelAdapter, align_spatial
@@ -121,6 +122,11 @@ def test_teacher_kept_out_of_registration(teacher_ckpt, tiny_cfg):
     assert model.student.training and not teacher.model.training
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     assert not teacher_params & {id(p) for g in opt.param_groups for p in g["params"]}
+    # the teacher as a detector for --eval-teacher: the teacher itself, still outside the student's modules
+    detector = model.teacher_detector()
+    assert detector.model is teacher.model and not detector.training
+    assert "teacher" not in dict(model.named_children())
+    assert META_ARCH_REGISTRY.get("DistillationDetector") is DistillationDetector
 
 
 def test_class_count_mismatch_between_teacher_and_student(tiny_cfg):
