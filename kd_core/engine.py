@@ -7,6 +7,7 @@ import os
 import time
 from typing import Dict, Optional
 
+import numpy as np
 import torch
 from detectron2.engine import AMPTrainer, HookBase, SimpleTrainer
 from detectron2.utils import comm
@@ -25,6 +26,7 @@ __all__ = [
     "create_ddp_model",
     "check_output_dir",
     "SavedRunConfig",
+    "seed_training_rng",
     "unwrap",
 ]
 
@@ -34,6 +36,26 @@ logger = logging.getLogger(__name__)
 def unwrap(model):
     """The model inside a DDP wrapper (or the model itself)."""
     return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def seed_training_rng(seed: int) -> Optional[int]:
+    """Re-seed torch's RNG (CPU and CUDA) once the model is built, from ``train.seed`` and the process rank.
+
+    A distillation model builds more than its student alone (teacher, adapters, ScaleKD's assistant),
+    and each of those draws from torch's RNG when it is initialised. Without a re-seed the student alone
+    and its distilled runs of one seed would then train on different random draws (Faster R-CNN's RPN
+    and RoI sampling, dropout), so their per-seed AP difference would mix distillation with sampling
+    noise. After it, both start training from the same RNG state. Python's and NumPy's RNGs (data
+    order, augmentations) are left alone: building a model does not draw from them.
+
+    Returns the seed used, or None for ``seed < 0`` (a randomly seeded run: nothing to pair).
+    """
+    if seed is None or seed < 0:
+        return None
+    # a stream of its own: not the one the model's initialisation drew from (default_setup's seed + rank)
+    derived = int(np.random.SeedSequence([int(seed), comm.get_rank(), 1]).generate_state(1)[0])
+    torch.manual_seed(derived)
+    return derived
 
 
 def _nonfinite_error(err: FloatingPointError, loss_dict: Dict[str, torch.Tensor], iteration: int) -> FloatingPointError:

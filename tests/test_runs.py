@@ -239,6 +239,13 @@ def test_tiny_plan_shares_runs_and_dry_run_prints_commands(tmp_path, capsys):
     assert [r.label for r in runs_].index(teacher[0].label) == 0  # the teacher runs first
     assert len({r.output_dir for r in runs_}) == len(runs_)
     assert all(SAFE_FILE_NAME.match(os.path.basename(r.output_dir)) for r in runs_)
+    # so are the Faster R-CNN pair's by scalekd_faster_rcnn and its control, fitnet_faster_rcnn
+    rcnn = bench.build_plan(_args("--dry-run", "--methods", "scalekd_faster_rcnn", "fitnet_faster_rcnn", "--datasets", "bccd",
+                                  "--seeds", "0", "--output-dir", str(tmp_path)))
+    by = {(e.method, e.variant): e.run for e in rcnn}
+    for variant in ("teacher", "student"):
+        assert by[("scalekd_faster_rcnn", variant)] is by[("fitnet_faster_rcnn", variant)]
+    assert len(bench.unique_runs(rcnn)) == 4
 
     # a different teacher gives the distilled runs new folders (no stale reuse); the rest is unchanged
     other = bench.build_plan(_args("--dry-run", "--methods", "scalekd_retinanet", "fitnet", "--datasets", "bccd", "--seeds", "0", "1",

@@ -151,6 +151,35 @@ def test_teacher_image_checks():
         build_tiny_scalekd("retinanet", overrides=["teacher_scale=1.5"])
 
 
+def test_teacher_of_the_other_channel_order_gets_its_own_view(monkeypatch):
+    # an RGB teacher with a BGR student: training without the mapper's view is an error even at 1x;
+    # evaluation (teacher, assistant) makes the view itself, resized and with the channels reversed
+    torch.manual_seed(0)
+    model = build_tiny_scalekd("retinanet", overrides=["teacher_scale=1.0", "teacher.model.input_format=RGB"])
+    assert model.student.input_format == "BGR"
+    with pytest.raises(ValueError, match="teacher reads RGB images and the student BGR.*teacher_image_format='RGB'"):
+        model(random_batch(size=SIZE, teacher_scale=1.0))
+    import kd_core.meta_arch
+
+    batch = random_batch(size=SIZE, teacher_scale=1.0)
+    seen = []
+    real = kd_core.meta_arch.teacher_inputs
+    monkeypatch.setattr(
+        kd_core.meta_arch, "teacher_inputs", lambda inputs, key="teacher_image": seen.extend(x["image"] for x in real(inputs, key)) or real(inputs, key)
+    )
+    model.eval()
+    model.teacher_detector()(batch)
+    assert len(seen) == len(batch) and all(torch.equal(v, x["image"].flip(0)) for v, x in zip(seen, batch))
+    run_teacher, views = model.run_teacher, []
+    model.run_teacher = lambda inputs, size: views.extend(x["teacher_image"] for x in inputs) or run_teacher(inputs, size)
+    with torch.no_grad():
+        model.assistant_detector()(batch)
+    assert all(torch.equal(v, x["image"].flip(0)) for v, x in zip(views, batch))
+    # the same order on both sides: the student's own images, unchanged
+    same = build_tiny_scalekd("retinanet", overrides=["teacher_scale=1.0"])
+    assert same.teacher_detector().make_views(batch) is batch
+
+
 def test_same_resolution_mode():
     torch.manual_seed(0)
     model = build_tiny_scalekd("fcos", overrides=["teacher_scale=1.0"], warmup_iters=0)

@@ -45,7 +45,8 @@ overrides>. Finished runs (model_final.pth and the final evaluation in metrics.j
 interrupted ones resume from their last checkpoint; a changed override (--opts, --kd-opts, --teacher-weights,
 ...) or config value gives a new folder (a change of library code does not: use a new --output-dir). Methods
 that train the same config share the run (e.g. the RetinaNet R34 teacher and R18 baseline of
-scalekd_retinanet and fitnet). results.md / results.json cover the methods and datasets of the
+scalekd_retinanet and fitnet; the Faster R-CNN pair's of scalekd_faster_rcnn and its plain feature-KD
+control, fitnet_faster_rcnn). results.md / results.json cover the methods and datasets of the
 invocation (rerun with all of them to rebuild the full table: finished runs are only read).
 A model with no detection at all (Detectron2 reports NaN for every metric) counts as AP 0.
 
@@ -192,6 +193,15 @@ METHODS: Dict[str, Dict[str, MethodSpec]] = {
             teacher_name="RetinaNet R34",
             student_name="RetinaNet R18",
         ),
+        # plain feature KD on scalekd_faster_rcnn's pair (the same teacher and student runs): the control
+        "fitnet_faster_rcnn": MethodSpec(
+            "rcnn",
+            _SCALEKD_TINY + "faster_rcnn_r34_tiny_cpu.py",
+            _SCALEKD_TINY + "faster_rcnn_r18_tiny_cpu.py",
+            "configs/tiny/faster_rcnn_r34_r18_fitnet_tiny_cpu.py",
+            teacher_name="Faster R-CNN R34",
+            student_name="Faster R-CNN R18",
+        ),
     },
     "real": {
         "detrdistill": MethodSpec(
@@ -232,7 +242,15 @@ METHODS: Dict[str, Dict[str, MethodSpec]] = {
         ),
     },
 }
-METHOD_NAMES = ("detrdistill", "scalekd_retinanet", "scalekd_retinanet_w32", "scalekd_fcos", "scalekd_faster_rcnn", "fitnet")
+METHOD_NAMES = (
+    "detrdistill",
+    "scalekd_retinanet",
+    "scalekd_retinanet_w32",
+    "scalekd_fcos",
+    "scalekd_faster_rcnn",
+    "fitnet",
+    "fitnet_faster_rcnn",
+)
 NUM_CLASSES_KEY = {"detr": "num_classes", "dense": "num_classes", "rcnn": "roi_heads.num_classes"}
 
 

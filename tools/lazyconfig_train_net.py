@@ -11,6 +11,8 @@ Detectron2's tools/lazyconfig_train_net.py plus what distillation needs:
       (ScaleKD: the test image at teacher_scale x its size) (a teacher whose weights did not load shows ~0 AP);
     * ``--eval-assistant``: evaluate ScaleKD's Cross-Scale Assistant of ``train.init_checkpoint`` as a
       detector (are its mimic targets better than the student's own predictions?);
+    * with ``train.seed`` >= 0, torch's RNG is seeded again once the model is built, so a student alone and its
+      distilled runs of one seed train on the same random draws (e.g. Faster R-CNN's RPN / RoI sampling);
     * a fresh run never overwrites an existing run's checkpoints (use --resume);
     * ``--resume`` from a checkpoint of another model (or without this model's extra state, e.g.
       ScaleKD's assistant) is an error before anything is loaded; a resumed run that stops before its
@@ -46,6 +48,7 @@ from kd_core.engine import (  # noqa: E402
     build_trainer,
     check_output_dir,
     create_ddp_model,
+    seed_training_rng,
     to_channels_last,
 )
 from kd_core.meta_arch import DistillationDetector  # noqa: E402
@@ -64,6 +67,8 @@ def prepare_training(args, cfg):
     """Build the model, optimizer, data loader, trainer and hooks, and load the checkpoint (or resume).
     Returns (trainer, first iteration)."""
     model = instantiate(cfg.model)
+    # the same training draws for a student alone and its distilled runs of one seed (see the function)
+    seed_training_rng(cfg.train.get("seed", -1))
     logger.info("Model:\n{}".format(model))
     model.to(cfg.train.device)
     if cfg.train.get("channels_last", False):

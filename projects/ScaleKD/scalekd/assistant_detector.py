@@ -16,16 +16,24 @@ from torch import nn
 
 from .data.mapper import make_teacher_image
 
-__all__ = ["AssistantDetector", "add_teacher_views"]
+__all__ = ["AssistantDetector", "add_teacher_views", "teacher_reads_other_format"]
 
 
-def add_teacher_views(batched_inputs: List[dict], key: str, scale: float) -> List[dict]:
+def add_teacher_views(batched_inputs: List[dict], key: str, scale: float, flip_channels: bool = False) -> List[dict]:
     """Test-time inputs with the teacher's view under ``key``: as they are where the mapper provided
-    it (:class:`~scalekd.ScaleKDDatasetMapper`, rendered from the original image) or the scale is 1;
-    else each (C, H, W) ``image`` resized by ``scale`` (:func:`~scalekd.make_teacher_image`)."""
-    if scale == 1.0 or not batched_inputs or key in batched_inputs[0]:
+    it (:class:`~scalekd.ScaleKDDatasetMapper`, rendered from the original image), or where the scale is 1
+    and the teacher reads the student's channel order; else each (C, H, W) ``image`` resized by ``scale``
+    and, with ``flip_channels`` (teacher and student of other formats, BGR <-> RGB), its channels
+    reversed (:func:`~scalekd.make_teacher_image`)."""
+    if not batched_inputs or key in batched_inputs[0] or (scale == 1.0 and not flip_channels):
         return batched_inputs
-    return [{**x, key: make_teacher_image(x["image"], scale)} for x in batched_inputs]
+    return [{**x, key: make_teacher_image(x["image"], scale, flip_channels)} for x in batched_inputs]
+
+
+def teacher_reads_other_format(student: nn.Module, teacher: nn.Module) -> bool:
+    """Whether the teacher's ``input_format`` is the student's with the channels reversed (BGR vs RGB)."""
+    formats = {getattr(student, "input_format", None), getattr(teacher, "input_format", None)}
+    return formats == {"BGR", "RGB"}
 
 
 class AssistantDetector(nn.Module):
@@ -39,7 +47,7 @@ class AssistantDetector(nn.Module):
 
     Inputs: Detectron2's test-time dicts (``image``: (C, H, W) uint8). The teacher's view is the
     input's ``teacher_image`` when the mapper provides one, else the image resized by the model's
-    ``teacher_scale`` as :class:`~scalekd.ScaleKDDatasetMapper` does.
+    ``teacher_scale`` (and converted to the teacher's BGR/RGB order) as :class:`~scalekd.ScaleKDDatasetMapper` does.
     Outputs: ``[{"instances": Instances}]`` in the input's ``height`` x ``width`` coordinates.
     """
 
@@ -66,7 +74,8 @@ class AssistantDetector(nn.Module):
     def forward(self, batched_inputs: List[Dict]) -> List[Dict]:
         kd = self.kd_model
         student, assistant = kd.student, kd.assistant.module
-        batched_inputs = add_teacher_views(batched_inputs, kd.teacher_image_key, kd.teacher_scale)
+        flip = teacher_reads_other_format(student, kd.teacher.model)
+        batched_inputs = add_teacher_views(batched_inputs, kd.teacher_image_key, kd.teacher_scale, flip)
         images = student.preprocess_image(batched_inputs)
         features = student.backbone(images.tensor)
         teacher_features = kd.run_teacher(batched_inputs, images.tensor.shape[-2:])

@@ -39,7 +39,7 @@ from kd_core.meta_arch import DistillationDetector, TeacherViewDetector, run_bac
 from kd_core.schedules import LossWeightSchedule, current_iteration
 from kd_core.teacher import FrozenTeacher
 
-from .assistant_detector import AssistantDetector, add_teacher_views
+from .assistant_detector import AssistantDetector, add_teacher_views, teacher_reads_other_format
 from .csa import (
     DEFAULT_LEVEL_RATES,
     AssistantTrainer,
@@ -331,9 +331,11 @@ class ScaleKDDetector(DistillationDetector):
     def teacher_detector(self) -> nn.Module:
         """The frozen teacher as a detector at ``teacher_scale``: on the mapper's ``teacher_image``
         where the test loader provides it (rendered from the original image), else on the input
-        image resized by ``teacher_scale``; detections in the inputs' coordinates."""
+        image resized by ``teacher_scale`` (channels reversed for a teacher of the other BGR/RGB
+        format); detections in the inputs' coordinates."""
         key, scale = self.teacher_image_key, self.teacher_scale
-        return TeacherViewDetector(self.teacher.model, key, make_views=lambda inputs: add_teacher_views(inputs, key, scale)).eval()
+        flip = teacher_reads_other_format(self.student, self.teacher.model)
+        return TeacherViewDetector(self.teacher.model, key, make_views=lambda inputs: add_teacher_views(inputs, key, scale, flip)).eval()
 
     def unregistered_modules(self) -> List[nn.Module]:
         """The frozen teacher and the assistant (trained by its own Adam)."""
@@ -365,6 +367,12 @@ class ScaleKDDetector(DistillationDetector):
             raise ValueError(
                 f"ScaleKD runs the teacher at {self.teacher_scale:g}x but the inputs have no '{key}'. Use "
                 f"scalekd.data.ScaleKDDatasetMapper(teacher_scale={self.teacher_scale:g}) in dataloader.train.mapper."
+            )
+        if not has_key and teacher_reads_other_format(self.student, self.teacher.model):
+            raise ValueError(
+                f"The teacher reads {self.teacher.model.input_format} images and the student {self.student.input_format}, "
+                f"but the inputs have no '{key}' in the teacher's order. Use scalekd.data.ScaleKDDatasetMapper("
+                f"teacher_image_format='{self.teacher.model.input_format}') in dataloader.train.mapper."
             )
         if not has_key:
             return
