@@ -15,7 +15,7 @@ from .schedules import current_iteration
 from .teacher import FrozenTeacher
 from .teacher_cache import TeacherOutputCache, teacher_fingerprint
 
-__all__ = ["DistillationDetector", "TeacherViewDetector", "get_num_classes", "run_backbone", "teacher_inputs"]
+__all__ = ["DistillationDetector", "TeacherViewDetector", "get_num_classes", "run_backbone", "teacher_inputs", "teacher_reads_other_format"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,12 @@ def teacher_inputs(batched_inputs: List[dict], image_key: str = "teacher_image")
     if image_key and batched_inputs and image_key in batched_inputs[0]:
         return [{**x, "image": x[image_key]} for x in batched_inputs]
     return batched_inputs
+
+
+def teacher_reads_other_format(student: nn.Module, teacher: nn.Module) -> bool:
+    """Whether the teacher's ``input_format`` is the student's with the channels reversed (BGR vs RGB)."""
+    formats = {getattr(student, "input_format", None), getattr(teacher, "input_format", None)}
+    return formats == {"BGR", "RGB"}
 
 
 def run_backbone(model: nn.Module, batched_inputs: List[dict], padded_size: Optional[Sequence[int]] = None):
@@ -178,8 +184,21 @@ class DistillationDetector(nn.Module):
     def forward(self, batched_inputs: List[dict]):
         if not self.training:
             return self.student(batched_inputs)
+        self._check_teacher_channel_order(batched_inputs)
         self.teacher.to(self.device)
         return self.forward_train(batched_inputs)
+
+    def _check_teacher_channel_order(self, batched_inputs: List[dict]) -> None:
+        """A teacher that reads the other channel order (BGR vs RGB) needs its own view of each image:
+        without one it would silently get the student's."""
+        key = self.teacher_image_key
+        if batched_inputs and not (key and key in batched_inputs[0]) and teacher_reads_other_format(self.student, self.teacher.model):
+            raise ValueError(
+                f"The teacher reads {self.teacher.model.input_format} images and the student {self.student.input_format}, "
+                f"but the inputs have no '{key}' in the teacher's order. Give the teacher its own view, e.g. "
+                f"scalekd.data.ScaleKDDatasetMapper(teacher_image_format='{self.teacher.model.input_format}') in "
+                "dataloader.train.mapper."
+            )
 
     def run_teacher(self, batched_inputs: List[dict]):
         """Teacher forward (no_grad, eval) on the teacher's view of the batch."""

@@ -156,6 +156,19 @@ def test_fitnet_training_step_gradients_and_eval(tiny_cfg, teacher_ckpt):
     assert torch.equal(out[0]["instances"].scores, ref[0]["instances"].scores)
 
 
+def test_teacher_of_the_other_channel_order_needs_its_own_view(tiny_cfg):
+    # an RGB teacher for a BGR student: training on the student's images alone is an error (any distiller)
+    rgb = copy.deepcopy(tiny_cfg.retinanet_r34)
+    rgb.input_format = "RGB"
+    model = _fitnet(tiny_cfg.retinanet_r18, FrozenTeacher(instantiate(rgb), allow_random_init=True))
+    model.train()
+    with EventStorage(0), pytest.raises(ValueError, match="teacher reads RGB images and the student BGR.*teacher_image_format='RGB'"):
+        model(_batch())
+    batch = [{**x, "teacher_image": x["image"].flip(0)} for x in _batch()]  # the teacher's own view
+    with EventStorage(0):
+        assert torch.isfinite(model(batch)["loss_kd_feature_mimic"])
+
+
 def test_kd_weight_schedule_warmup_gives_zero_terms(tiny_cfg):
     teacher = FrozenTeacher(instantiate(tiny_cfg.retinanet_r34), allow_random_init=True)
     model = _fitnet(tiny_cfg.retinanet_r18, teacher, weight=LossWeightSchedule(2.0, start_iter=5))

@@ -14,9 +14,11 @@ import torch
 from detectron2.modeling.postprocessing import detector_postprocess
 from torch import nn
 
+from kd_core.meta_arch import teacher_reads_other_format
+
 from .data.mapper import make_teacher_image
 
-__all__ = ["AssistantDetector", "add_teacher_views", "teacher_reads_other_format"]
+__all__ = ["AssistantDetector", "add_teacher_views"]
 
 
 def add_teacher_views(batched_inputs: List[dict], key: str, scale: float, flip_channels: bool = False) -> List[dict]:
@@ -28,12 +30,6 @@ def add_teacher_views(batched_inputs: List[dict], key: str, scale: float, flip_c
     if not batched_inputs or key in batched_inputs[0] or (scale == 1.0 and not flip_channels):
         return batched_inputs
     return [{**x, key: make_teacher_image(x["image"], scale, flip_channels)} for x in batched_inputs]
-
-
-def teacher_reads_other_format(student: nn.Module, teacher: nn.Module) -> bool:
-    """Whether the teacher's ``input_format`` is the student's with the channels reversed (BGR vs RGB)."""
-    formats = {getattr(student, "input_format", None), getattr(teacher, "input_format", None)}
-    return formats == {"BGR", "RGB"}
 
 
 class AssistantDetector(nn.Module):

@@ -35,11 +35,11 @@ from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from kd_core.distiller import as_schedule
-from kd_core.meta_arch import DistillationDetector, TeacherViewDetector, run_backbone, teacher_inputs
+from kd_core.meta_arch import DistillationDetector, TeacherViewDetector, run_backbone, teacher_inputs, teacher_reads_other_format
 from kd_core.schedules import LossWeightSchedule, current_iteration
 from kd_core.teacher import FrozenTeacher
 
-from .assistant_detector import AssistantDetector, add_teacher_views, teacher_reads_other_format
+from .assistant_detector import AssistantDetector, add_teacher_views
 from .csa import (
     DEFAULT_LEVEL_RATES,
     AssistantTrainer,
@@ -367,12 +367,6 @@ class ScaleKDDetector(DistillationDetector):
             raise ValueError(
                 f"ScaleKD runs the teacher at {self.teacher_scale:g}x but the inputs have no '{key}'. Use "
                 f"scalekd.data.ScaleKDDatasetMapper(teacher_scale={self.teacher_scale:g}) in dataloader.train.mapper."
-            )
-        if not has_key and teacher_reads_other_format(self.student, self.teacher.model):
-            raise ValueError(
-                f"The teacher reads {self.teacher.model.input_format} images and the student {self.student.input_format}, "
-                f"but the inputs have no '{key}' in the teacher's order. Use scalekd.data.ScaleKDDatasetMapper("
-                f"teacher_image_format='{self.teacher.model.input_format}') in dataloader.train.mapper."
             )
         if not has_key:
             return
