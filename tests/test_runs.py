@@ -239,13 +239,14 @@ def test_tiny_plan_shares_runs_and_dry_run_prints_commands(tmp_path, capsys):
     assert [r.label for r in runs_].index(teacher[0].label) == 0  # the teacher runs first
     assert len({r.output_dir for r in runs_}) == len(runs_)
     assert all(SAFE_FILE_NAME.match(os.path.basename(r.output_dir)) for r in runs_)
-    # so are the Faster R-CNN pair's by scalekd_faster_rcnn and its control, fitnet_faster_rcnn
-    rcnn = bench.build_plan(_args("--dry-run", "--methods", "scalekd_faster_rcnn", "fitnet_faster_rcnn", "--datasets", "bccd",
-                                  "--seeds", "0", "--output-dir", str(tmp_path)))
-    by = {(e.method, e.variant): e.run for e in rcnn}
-    for variant in ("teacher", "student"):
-        assert by[("scalekd_faster_rcnn", variant)] is by[("fitnet_faster_rcnn", variant)]
-    assert len(bench.unique_runs(rcnn)) == 4
+    # so are the Faster R-CNN and FCOS pairs' by scalekd_faster_rcnn / scalekd_fcos and their FitNet controls
+    for detector in ("faster_rcnn", "fcos"):
+        pair = bench.build_plan(_args("--dry-run", "--methods", f"scalekd_{detector}", f"fitnet_{detector}", "--datasets",
+                                      "bccd", "--seeds", "0", "--output-dir", str(tmp_path)))
+        by = {(e.method, e.variant): e.run for e in pair}
+        for variant in ("teacher", "student"):
+            assert by[(f"scalekd_{detector}", variant)] is by[(f"fitnet_{detector}", variant)]
+        assert len(bench.unique_runs(pair)) == 4
 
     # a different teacher gives the distilled runs new folders (no stale reuse); the rest is unchanged
     other = bench.build_plan(_args("--dry-run", "--methods", "scalekd_retinanet", "fitnet", "--datasets", "bccd", "--seeds", "0", "1",
@@ -291,6 +292,21 @@ def test_kd_opts_change_only_the_distilled_runs(tmp_path):
             assert run.output_dir not in (amp_only[key].output_dir, base[key].output_dir)
             # the ablation's own switch wins: CSA only stays CSA only
             assert cfg.model.distillers.sdf.weight == (0.0 if key[0] == "csa_only" else 0.01)
+
+
+def test_kd_name_renames_the_distilled_variant_not_its_runs(tmp_path):
+    common = ("--dry-run", "--methods", "scalekd_faster_rcnn", "--datasets", "bccd", "--seeds", "0", "1", "--ablations",
+              "--output-dir", str(tmp_path))
+    default = {(e.variant, e.seed): e.run.output_dir for e in bench.build_plan(_args(*common))}
+    named = {(e.variant, e.seed): e.run.output_dir for e in bench.build_plan(_args(*common, "--kd-name", "sdf_c5"))}
+    assert {v for v, _ in named} == {"teacher", "student", "sdf_c5", "sdf_only", "csa_only"}
+    for (variant, seed), folder in named.items():
+        assert folder == default[("kd" if variant == "sdf_c5" else variant, seed)]  # the same runs, reused
+    assert bench._model_names(_args(*common, "--kd-name", "sdf_c5"))[("scalekd_faster_rcnn", "sdf_c5")] == (
+        "Faster R-CNN R18 + scalekd_faster_rcnn (sdf_c5)")
+    for taken in ("student", "csa_only", "a b", ""):
+        with pytest.raises(SystemExit, match="--kd-name"):
+            _args(*common, "--kd-name", taken)
 
 
 def test_benchmark_option_after_opts_is_an_early_error(tmp_path):
@@ -390,6 +406,49 @@ def test_plots_from_fake_benchmark_results(tmp_path):
     assert all(SAFE_FILE_NAME.match(plot.safe_name(*parts)) for parts in [("a b",), ("é", "1"), ("x", "")])
     its, mean, std = plot.mean_curve([coco_metric_history(r["output_dir"]) for r in rows if r["variant"] == "kd"])
     assert list(its) == [99, 300] and mean[-1] == pytest.approx(13.0) and std[-1] == pytest.approx(1.0)
+
+
+def test_plots_of_a_method_and_its_control_merged_from_two_results(tmp_path):
+    """Two benchmark invocations on the same teacher and baselines (FitNet and SDF, each with its own
+    --kd-name), drawn as one method: shared runs once, paired gains recomputed, conflicts an error."""
+    plot = importlib.import_module("plot_results")
+    shared = [r for r in _fake_rows() if r["variant"] != "kd"]
+    for r in shared:
+        r["output_dir"] = str(tmp_path / f"{r['variant']}-seed{r['seed']}")
+        _write_metrics(r["output_dir"], [_eval_row(300, r["metrics"]["AP"])])
+    files = []
+    for method, name, offset in (("fitnet_x", "fitnet_p2p5", 4.0), ("scalekd_x", "sdf_c5", -1.0)):
+        rows = [dict(r, method=method) for r in shared]
+        for r in (r for r in shared if r["variant"] == "student"):
+            metrics = {k: v + offset for k, v in r["metrics"].items()}
+            out = str(tmp_path / f"{name}-seed{r['seed']}")
+            _write_metrics(out, [_eval_row(300, metrics["AP"])])
+            rows.append(dict(r, method=method, variant=name, metrics=metrics, output_dir=out))
+        results = {"runs": bench._json_safe(rows), "summary": bench._json_safe(bench.aggregate(rows)),
+                   "model_names": {f"{method}/{name}": f"R18 + {name}", f"{method}/student": "R18"}}
+        files.append(str(tmp_path / f"results_{name}.json"))
+        with open(files[-1], "w") as f:
+            json.dump(results, f)
+    merged = plot.merge_results([json.load(open(f)) for f in files], as_method="x")
+    summary = {s["variant"]: s for s in merged["summary"]}
+    assert sorted(summary) == ["fitnet_p2p5", "sdf_c5", "student", "teacher"]
+    assert summary["student"]["n"] == 3 and summary["teacher"]["n"] == 1  # each shared run once
+    assert summary["fitnet_p2p5"]["gain_mean"]["AP"] == pytest.approx(4.0)
+    assert summary["sdf_c5"]["gain_mean"]["AP"] == pytest.approx(-1.0)
+    assert merged["model_names"]["x/sdf_c5"] == "R18 + sdf_c5"
+    written = plot.main(files + ["--as-method", "x", "--output-dir", str(tmp_path / "plots")])
+    assert sorted(os.path.basename(p) for p in written) == ["ap_gain_d.png", "ap_vs_iter_x_d.png"]
+    # without --as-method each method keeps its own curve plot
+    written = plot.main(files + ["--output-dir", str(tmp_path / "plots2")])
+    assert sorted(os.path.basename(p) for p in written) == ["ap_gain_d.png", "ap_vs_iter_fitnet_x_d.png", "ap_vs_iter_scalekd_x_d.png"]
+    # the same variant name for two different runs: the benchmark runs need their own --kd-name
+    clash = json.load(open(files[1]))
+    for r in clash["runs"]:
+        r["variant"] = "fitnet_p2p5" if r["variant"] == "sdf_c5" else r["variant"]
+    with pytest.raises(SystemExit, match="--kd-name"):
+        plot.merge_results([json.load(open(files[0])), clash], as_method="x")
+    with pytest.raises(SystemExit, match="no results.json"):
+        plot.main([files[0], str(tmp_path / "missing")])
 
 
 # --------------------------------------------------------------------------- scalekd.csa visualisation hook

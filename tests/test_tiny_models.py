@@ -72,15 +72,20 @@ def test_tiny_config_builds(path):
         assert net.backbone.bottom_up.stem.conv1.out_channels == width
 
 
-RETINANET_KD_CONFIGS = [
+_SCALEKD_TINY = "projects/ScaleKD/configs/tiny/"
+KD_CONFIGS_AND_THEIR_TEACHERS = [
     ("configs/tiny/retinanet_r34_r18_fitnet_tiny_cpu.py", "configs/tiny/retinanet_r34_tiny_cpu.py"),
     ("configs/tiny/retinanet_r34_r18_w32_fitnet_tiny_cpu.py", "configs/tiny/retinanet_r34_w32_tiny_cpu.py"),
-    ("projects/ScaleKD/configs/tiny/retinanet_r34_r18_scalekd_tiny_cpu.py", "configs/tiny/retinanet_r34_tiny_cpu.py"),
-    ("projects/ScaleKD/configs/tiny/retinanet_r34_r18_w32_scalekd_tiny_cpu.py", "configs/tiny/retinanet_r34_w32_tiny_cpu.py"),
+    ("configs/tiny/faster_rcnn_r34_r18_fitnet_tiny_cpu.py", _SCALEKD_TINY + "faster_rcnn_r34_tiny_cpu.py"),
+    ("configs/tiny/fcos_r34_r18_fitnet_tiny_cpu.py", _SCALEKD_TINY + "fcos_r34_tiny_cpu.py"),
+    (_SCALEKD_TINY + "retinanet_r34_r18_scalekd_tiny_cpu.py", "configs/tiny/retinanet_r34_tiny_cpu.py"),
+    (_SCALEKD_TINY + "retinanet_r34_r18_w32_scalekd_tiny_cpu.py", "configs/tiny/retinanet_r34_w32_tiny_cpu.py"),
+    (_SCALEKD_TINY + "faster_rcnn_r34_r18_scalekd_tiny_cpu.py", _SCALEKD_TINY + "faster_rcnn_r34_tiny_cpu.py"),
+    (_SCALEKD_TINY + "fcos_r34_r18_scalekd_tiny_cpu.py", _SCALEKD_TINY + "fcos_r34_tiny_cpu.py"),
 ]
 
 
-@pytest.mark.parametrize("kd_path,teacher_path", RETINANET_KD_CONFIGS, ids=lambda p: os.path.basename(p))
+@pytest.mark.parametrize("kd_path,teacher_path", KD_CONFIGS_AND_THEIR_TEACHERS, ids=lambda p: os.path.basename(p))
 def test_tiny_kd_config_reads_the_checkpoint_its_teacher_config_writes(kd_path, teacher_path):
     """Trained with its defaults, the teacher config writes the checkpoint that the KD config loads,
     and the KD config's teacher network is that config's model."""

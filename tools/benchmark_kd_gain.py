@@ -46,8 +46,10 @@ interrupted ones resume from their last checkpoint; a changed override (--opts, 
 ...) or config value gives a new folder (a change of library code does not: use a new --output-dir). Methods
 that train the same config share the run (e.g. the RetinaNet R34 teacher and R18 baseline of
 scalekd_retinanet and fitnet; the Faster R-CNN pair's of scalekd_faster_rcnn and its plain feature-KD
-control, fitnet_faster_rcnn). results.md / results.json cover the methods and datasets of the
-invocation (rerun with all of them to rebuild the full table: finished runs are only read).
+control, fitnet_faster_rcnn; the FCOS pair's of scalekd_fcos and its control, fitnet_fcos).
+results.md / results.json cover the methods and datasets of the invocation (rerun with all of them to
+rebuild the full table: finished runs are only read; --kd-name names the distilled variant, so that
+tools/plot_results.py can draw several invocations, e.g. --kd-opts settings, together).
 A model with no detection at all (Detectron2 reports NaN for every metric) counts as AP 0.
 
 Time, tiny scale, CPU (2 cores), estimated from the step times of the quickstart's full-width runs on
@@ -68,6 +70,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import statistics
 import sys
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
@@ -202,6 +205,15 @@ METHODS: Dict[str, Dict[str, MethodSpec]] = {
             teacher_name="Faster R-CNN R34",
             student_name="Faster R-CNN R18",
         ),
+        # the same control on scalekd_fcos's pair
+        "fitnet_fcos": MethodSpec(
+            "dense",
+            _SCALEKD_TINY + "fcos_r34_tiny_cpu.py",
+            _SCALEKD_TINY + "fcos_r18_tiny_cpu.py",
+            "configs/tiny/fcos_r34_r18_fitnet_tiny_cpu.py",
+            teacher_name="FCOS R34",
+            student_name="FCOS R18",
+        ),
     },
     "real": {
         "detrdistill": MethodSpec(
@@ -250,6 +262,7 @@ METHOD_NAMES = (
     "scalekd_faster_rcnn",
     "fitnet",
     "fitnet_faster_rcnn",
+    "fitnet_fcos",
 )
 NUM_CLASSES_KEY = {"detr": "num_classes", "dense": "num_classes", "rcnn": "roi_heads.num_classes"}
 
@@ -566,9 +579,11 @@ def build_plan(args) -> List[Entry]:
             else:
                 student_config = os.path.join(out, "generated_configs", f"{_stem(spec.kd_config)}_student_only.py")
                 generated = student_only_config_text(_abs(spec.kd_config))
-            variants = [("kd", ())]
+            # (name in the results, tag in the run folder, switches); --kd-name renames the distilled variant
+            # in the results only, so a renamed variant reuses the runs of its overrides
+            variants = [(args.kd_name, "kd", ())]
             if args.ablations:
-                variants += list(spec.ablations.items())
+                variants += [(name, name, switches) for name, switches in spec.ablations.items()]
             for seed in args.seeds:
                 sched = schedule_overrides(args.iters, args.eval_period, seed)
                 student_run = get_run(
@@ -581,9 +596,9 @@ def build_plan(args) -> List[Entry]:
                     content_of=spec.kd_config if generated is not None else None,
                 )
                 entries.append(Entry(method, dataset_name, "student", seed, student_run))
-                for variant, switches in variants:
+                for variant, folder_tag, switches in variants:
                     kd_run = get_run(
-                        os.path.join(base, f"{method}-{variant}-{_iters_tag(args.iters)}-seed{seed}"),
+                        os.path.join(base, f"{method}-{folder_tag}-{_iters_tag(args.iters)}-seed{seed}"),
                         config=spec.kd_config,
                         # --kd-opts before the ablation's switches, so a sweep cannot undo an ablation
                         overrides=kd_data + sched + kd_extra + list(args.kd_opts) + list(switches)
@@ -744,7 +759,7 @@ def _model_names(args) -> Dict[Tuple[str, str], str]:
         spec = METHODS[args.scale][method]
         names[(method, "teacher")] = spec.teacher_name
         names[(method, "student")] = spec.student_name
-        names[(method, "kd")] = f"{spec.student_name} + {method}"
+        names[(method, args.kd_name)] = f"{spec.student_name} + {method}" + (f" ({args.kd_name})" if args.kd_name != "kd" else "")
         for ablation in spec.ablations:
             names[(method, ablation)] = f"{spec.student_name} + {method} ({ablation})"
     return names
@@ -779,6 +794,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--kd-opts", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="extra overrides for the distilled runs only (e.g. a loss weight sweep: the teacher and the "
                         "baseline runs are reused); an ablation's own switch wins over them; give it before --opts")
+    parser.add_argument("--kd-name", default="kd",
+                        help="the distilled variant's name in results.md / results.json (default: kd), e.g. one per --kd-opts "
+                        "setting, so that tools/plot_results.py can draw several invocations' results together")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                         help="extra overrides for every run, applied last (so they also win over an ablation's switch)")
     return parser
@@ -806,6 +824,12 @@ def resolve_args(args):
             raise SystemExit(f"[{PREFIX}] --{name.replace('_', '-')} must be positive, got {getattr(args, name)}.")
     if args.eval_period is not None and args.eval_period < 0:
         raise SystemExit(f"[{PREFIX}] --eval-period must be >= 0, got {args.eval_period}.")
+    specs = [METHODS[args.scale][m] for m in args.methods if m in METHODS[args.scale]]  # others: build_plan's error
+    taken = {"teacher", "student"} | {a for spec in specs for a in spec.ablations}
+    if args.kd_name in taken or not re.fullmatch(r"[A-Za-z0-9._-]+", args.kd_name):
+        raise SystemExit(
+            f"[{PREFIX}] --kd-name {args.kd_name!r}: use letters, digits, '.', '_' and '-', and not one of {sorted(taken)}."
+        )
     return args
 
 
@@ -900,6 +924,7 @@ def main(argv=None):
                     "scalekd_teacher_scale": args.scalekd_teacher_scale,
                     "opts": args.opts,
                     "kd_opts": args.kd_opts,
+                    "kd_name": args.kd_name,
                     "model_names": {f"{m}/{v}": n for (m, v), n in names.items()},
                     "runs": [dict(r, seconds=seconds[r["output_dir"]]) for r in rows],
                     "summary": summary,

@@ -11,6 +11,13 @@ Curves and gains, from an output folder of tools/benchmark_kd_gain.py or tools/q
   Without results.json (a benchmark still running) every run folder with evaluations is plotted,
   grouped over seeds by folder name. A model with no detection at all (Detectron2: NaN) counts as AP 0.
 
+Several benchmark invocations together (results.json files, or folders holding one), e.g. a method
+and its control run on the same teacher and baselines, each distilled variant named by the
+benchmark's --kd-name; --as-method draws them as one method (one curve plot per dataset):
+    python tools/plot_results.py out/results_sdf.json out/results_fitnet.json --as-method faster_rcnn --output-dir plots
+  The summaries (means, stds, paired gains) are recomputed from the merged runs; a run reported by
+  two inputs is counted once, and two different runs for one method, variant and seed are an error.
+
 What the distillation looks at, on a real image:
     # DETRDistill target-aware feature-KD masks of the teacher's last decoder stage, per feature level
     python tools/plot_results.py --masks --run-dir output/kd_gain/tiny/bccd/detrdistill-kd-it300-seed0-<hash>
@@ -164,6 +171,45 @@ def plot_benchmark(results: dict, out_dir: str) -> List[str]:
         ax.grid(axis="y", alpha=0.3)
         written.append(_save(fig, out_dir, safe_name("ap_gain", dataset) + ".png"))
     return written
+
+
+def merge_results(results: Sequence[dict], as_method: str = None) -> dict:
+    """The runs of several benchmark_kd_gain.py results.json contents as one: ``runs`` (each run once:
+    the same method, dataset, variant, seed and folder reported twice is one run), ``model_names``
+    (the first input's name wins) and ``summary`` recomputed over the merged runs
+    (``benchmark_kd_gain.aggregate``). ``as_method``: every run is reported under this method name.
+    Raises SystemExit when two different runs claim one method, dataset, variant and seed."""
+    import benchmark_kd_gain as bench
+
+    runs, seen, names = [], set(), {}
+    for r in results:
+        for run in r["runs"]:
+            run = dict(run, method=as_method or run["method"])
+            key = (run["method"], run["dataset"], run["variant"], run["seed"], run["output_dir"])
+            if key not in seen:
+                seen.add(key)
+                runs.append(run)
+        for key, name in r.get("model_names", {}).items():
+            method, variant = key.split("/", 1)
+            names.setdefault(f"{as_method or method}/{variant}", name)
+    rows = [dict(run, metrics={k: (math.nan if v is None else v) for k, v in run["metrics"].items()}) for run in runs]
+    try:
+        summary = bench.aggregate(rows)
+    except ValueError as e:
+        raise SystemExit(
+            f"[{PREFIX}] {e} The inputs report two different runs under one name: give each benchmark "
+            "invocation its own --kd-name."
+        ) from None
+    return {"runs": runs, "model_names": names, "summary": summary}
+
+
+def _load_results(path: str) -> dict:
+    """The contents of a results.json, given as the file or the folder that holds it."""
+    file = os.path.join(path, "results.json") if os.path.isdir(path) else path
+    if not os.path.isfile(file):
+        raise SystemExit(f"[{PREFIX}] {path}: no results.json (several inputs are merged from their results.json).")
+    with open(file) as f:
+        return json.load(f)
 
 
 def plot_run_folders(root: str, out_dir: str) -> List[str]:
@@ -434,8 +480,11 @@ def draw_csa_attention(args) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("input", nargs="?", help="output folder of benchmark_kd_gain.py or quickstart.py")
-    parser.add_argument("--output-dir", default=None, help="where the PNGs go (default: <input>/plots, else output/plots)")
+    parser.add_argument("inputs", nargs="*", metavar="input",
+                        help="output folder of benchmark_kd_gain.py or quickstart.py, or several results.json (files or folders)")
+    parser.add_argument("--as-method", default=None,
+                        help="plot the runs of every input as this one method (several inputs: a method and its controls)")
+    parser.add_argument("--output-dir", default=None, help="where the PNGs go (default: <first input>/plots, else output/plots)")
     parser.add_argument("--masks", action="store_true", help="draw DETRDistill's feature-KD masks on a real image")
     parser.add_argument("--csa", action="store_true", help="draw ScaleKD's cross-scale attention on a real image")
     parser.add_argument("--run-dir", default=None, help="a distillation run of benchmark_kd_gain.py (config, overrides, checkpoint)")
@@ -452,21 +501,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> List[str]:
     args = build_parser().parse_args(argv)
-    if not (args.input or args.masks or args.csa):
+    if not (args.inputs or args.masks or args.csa):
         raise SystemExit(f"[{PREFIX}] nothing to do: give an input folder, --masks or --csa.")
-    args.output_dir = args.output_dir or os.path.join(args.input or "output", "plots")
+    first = args.inputs[0] if args.inputs else None
+    if args.output_dir is None:
+        base = "output"
+        if first:
+            base = first if os.path.isdir(first) else (os.path.dirname(first) or ".")
+        args.output_dir = os.path.join(base, "plots")
     written = []
-    if args.input:
-        if not os.path.isdir(args.input):
-            raise SystemExit(f"[{PREFIX}] {args.input} is not a folder.")
-        results = os.path.join(args.input, "results.json")
+    if first and (len(args.inputs) > 1 or os.path.isfile(first) or args.as_method):
+        written += plot_benchmark(merge_results([_load_results(p) for p in args.inputs], args.as_method), args.output_dir)
+    elif first:
+        if not os.path.isdir(first):
+            raise SystemExit(f"[{PREFIX}] {first} is not a folder.")
+        results = os.path.join(first, "results.json")
         if os.path.isfile(results):
             with open(results) as f:
                 written += plot_benchmark(json.load(f), args.output_dir)
-        elif os.path.isfile(os.path.join(args.input, "student", "metrics.json")):
-            written += plot_quickstart(args.input, args.output_dir)
+        elif os.path.isfile(os.path.join(first, "student", "metrics.json")):
+            written += plot_quickstart(first, args.output_dir)
         else:
-            written += plot_run_folders(args.input, args.output_dir)
+            written += plot_run_folders(first, args.output_dir)
     if args.masks:
         written.append(draw_detrdistill_masks(args))
     if args.csa:
