@@ -1,6 +1,7 @@
 """The tiny CPU models of kd_core/configs/common/models/tiny.py and the configs under configs/tiny/."""
 import glob
 import os
+import sys
 
 import pytest
 import torch
@@ -93,3 +94,18 @@ def test_tiny_kd_config_reads_the_checkpoint_its_teacher_config_writes(kd_path, 
     teacher = LazyConfig.load(os.path.join(ROOT, teacher_path))
     assert kd.model.teacher.weights == os.path.join(teacher.train.output_dir, "model_final.pth")
     assert LazyConfig.to_py(kd.model.teacher.model) == LazyConfig.to_py(teacher.model)
+
+
+def test_benchmark_kd_configs_train_the_student_of_their_baseline():
+    """For every tiny benchmark method (tools/benchmark_kd_gain.py), the distilled run's student, optimizer
+    and schedule are its baseline config's, so the paired AP gain compares the same network and training."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import benchmark_kd_gain as bench
+
+    for method, spec in bench.METHODS["tiny"].items():
+        kd = LazyConfig.load(os.path.join(ROOT, spec.kd_config))
+        student = LazyConfig.load(os.path.join(ROOT, spec.student_config))
+        assert LazyConfig.to_py(kd.model.student) == LazyConfig.to_py(student.model), method
+        for key in ("optimizer", "lr_multiplier"):
+            assert LazyConfig.to_py(kd[key]) == LazyConfig.to_py(student[key]), (method, key)
+        assert kd.train.max_iter == student.train.max_iter, method
