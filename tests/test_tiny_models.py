@@ -83,7 +83,17 @@ KD_CONFIGS_AND_THEIR_TEACHERS = [
     (_SCALEKD_TINY + "retinanet_r34_r18_w32_scalekd_tiny_cpu.py", "configs/tiny/retinanet_r34_w32_tiny_cpu.py"),
     (_SCALEKD_TINY + "faster_rcnn_r34_r18_scalekd_tiny_cpu.py", _SCALEKD_TINY + "faster_rcnn_r34_tiny_cpu.py"),
     (_SCALEKD_TINY + "fcos_r34_r18_scalekd_tiny_cpu.py", _SCALEKD_TINY + "fcos_r34_tiny_cpu.py"),
+    (_SCALEKD_TINY + "cascade_rcnn_r34_r18_scalekd_tiny_cpu.py", _SCALEKD_TINY + "cascade_rcnn_r34_tiny_cpu.py"),
 ]
+
+
+def test_every_tiny_cnn_kd_config_is_checked_against_its_teacher_config():
+    """A new tiny FitNet / ScaleKD config must be added to KD_CONFIGS_AND_THEIR_TEACHERS (the DETRDistill
+    ones are checked in tests/test_detr_tools.py)."""
+    found = glob.glob(os.path.join(ROOT, "configs", "tiny", "*_r34_r18_*.py"))
+    found += glob.glob(os.path.join(ROOT, _SCALEKD_TINY, "*_r34_r18_*.py"))
+    assert found
+    assert sorted(os.path.relpath(p, ROOT) for p in found) == sorted(kd for kd, _ in KD_CONFIGS_AND_THEIR_TEACHERS)
 
 
 @pytest.mark.parametrize("kd_path,teacher_path", KD_CONFIGS_AND_THEIR_TEACHERS, ids=lambda p: os.path.basename(p))
