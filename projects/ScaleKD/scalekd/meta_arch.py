@@ -164,6 +164,11 @@ class ScaleKDDetector(DistillationDetector):
         csa_refresh_targets: after the assistant's step, recompute its outputs (no_grad) for the
             mimic targets, so the student learns from the updated assistant; False reuses the
             pre-step outputs (one assistant forward less).
+        csa_autocast: run the assistant's forward passes under the training step's autocast where
+            its dtype is bfloat16 (``train.amp.enabled=True`` on CPU); its outputs are cast to fp32
+            before its losses and the mimic losses, and its weights and Adam state stay fp32. Never
+            under fp16 autocast (CUDA AMP): the assistant's own step has no loss scaler. False (the
+            default, as in every published result here): the assistant always runs in fp32.
         csa_cls_weight, csa_bbox_weight: beta, gamma (float or :class:`LossWeightSchedule`);
             None = the spec's weights (0.2/0.05 one-stage, 0.5/0.2 two-stage) after 30k warm-up iterations.
         csa_temperature: T of the two-stage KL.
@@ -196,6 +201,7 @@ class ScaleKDDetector(DistillationDetector):
         csa_optimizer: str = "adam",
         csa_cascade_stages: str = "last",
         csa_refresh_targets: bool = True,
+        csa_autocast: bool = False,
         csa_cls_weight: Union[None, float, LossWeightSchedule] = None,
         csa_bbox_weight: Union[None, float, LossWeightSchedule] = None,
         csa_temperature: float = 1.0,
@@ -231,6 +237,7 @@ class ScaleKDDetector(DistillationDetector):
         if csa_cascade_stages not in ("last", "all"):
             raise ValueError(f"csa_cascade_stages must be 'last' or 'all', got '{csa_cascade_stages}'.")
         self.csa_refresh_targets = bool(csa_refresh_targets)
+        self.csa_autocast = bool(csa_autocast)
         self.csa_temperature = float(csa_temperature)
         self.csa_roi_box_beta = float(csa_roi_box_beta)
         self.metrics_period = int(metrics_period)
@@ -419,6 +426,13 @@ class ScaleKDDetector(DistillationDetector):
     def _autocast_off(self):
         return torch.autocast(device_type=self.device.type, enabled=False)
 
+    def _assistant_autocast(self) -> bool:
+        """Whether the assistant's forward passes run under autocast: ``csa_autocast`` and the
+        training step's autocast (the caller's context) is bfloat16. Read it before any
+        ``_autocast_off`` block."""
+        device = self.device.type
+        return self.csa_autocast and torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16
+
     # ------------------------------------------------------------------ training
     def forward_train(self, batched_inputs: List[dict]) -> Dict[str, torch.Tensor]:
         if "instances" not in batched_inputs[0]:
@@ -475,11 +489,13 @@ class ScaleKDDetector(DistillationDetector):
         pos_mask = (labels >= 0) & (labels != student.num_classes)
         ctr_targets = student.compute_ctrness_targets(anchors, gt_boxes) if is_fcos else None
         module = self.assistant.module
+        assistant_autocast = self._assistant_autocast()
 
-        def assistant_outputs():
-            fused = module.fuse(features, teacher_features)
-            outs = student._transpose_dense_predictions(module.head(fused), dims)
-            return [cat(x, dim=1) for x in outs[:2]] + ([cat(outs[2], dim=1).squeeze(2)] if is_fcos else [None])
+        def assistant_outputs():  # fp32 (N, R, K), (N, R, 4) and, for FCOS, (N, R) over all levels' R positions
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=assistant_autocast):
+                fused = module.fuse(features, teacher_features)
+                outs = student._transpose_dense_predictions(module.head(fused), dims)
+            return [cat(x, dim=1).float() for x in outs[:2]] + ([cat(outs[2], dim=1).squeeze(2).float()] if is_fcos else [None])
 
         with self._autocast_off():
             a_logits, a_deltas, a_ctr = assistant_outputs()
@@ -535,10 +551,13 @@ class ScaleKDDetector(DistillationDetector):
         by_stage = {r.stage: r for r in records}
         records = [by_stage[s] for s in stages]
         suffix = (lambda s: f"_stage{s}") if self.kind == "cascade" else (lambda s: "")
+        assistant_autocast = self._assistant_autocast()
 
-        def assistant_outputs():
-            fused = module.fuse(features, teacher_features)
-            return [module.head(fused, r.boxes, i) for i, r in enumerate(records)]
+        def assistant_outputs():  # per distilled stage, fp32 (scores (R, K+1), deltas (R, K*4 or 4))
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=assistant_autocast):
+                fused = module.fuse(features, teacher_features)
+                outputs = [module.head(fused, r.boxes, i) for i, r in enumerate(records)]
+            return [(scores.float(), deltas.float()) for scores, deltas in outputs]
 
         with self._autocast_off():
             outputs = assistant_outputs()
