@@ -376,7 +376,11 @@ def test_assistant_detector_makes_the_teacher_view_and_rejects_what_it_cannot_ru
 def test_csa_autocast_runs_the_assistant_in_bfloat16_only_under_bfloat16_autocast(kind):
     """csa_autocast=True: under the step's bf16 autocast the assistant's attention and head compute
     in bf16, its losses and the mimic losses are fp32 and finite, and its weights stay fp32 and are
-    stepped. The default (False), or no autocast around the step, keeps the assistant in fp32."""
+    stepped. The default (False), or no autocast around the step, keeps the assistant in fp32. The
+    mimic targets come from the stepped assistant in both precisions (autocast's weight-cast cache,
+    filled by the assistant's first forward, would otherwise give the refresh the pre-step weights:
+    a mimic loss 9x smaller than fp32's on the tiny Faster R-CNN)."""
+    mimic_cls = []
     for csa_autocast, step_autocast, expected in [(True, True, torch.bfloat16), (False, True, torch.float32), (True, False, torch.float32)]:
         torch.manual_seed(0)
         model = build_tiny_scalekd(kind, overrides=[f"csa_autocast={csa_autocast}"], warmup_iters=0)
@@ -391,6 +395,8 @@ def test_csa_autocast_runs_the_assistant_in_bfloat16_only_under_bfloat16_autocas
             assert losses[k].dtype == torch.float32 and torch.isfinite(losses[k]) and losses[k] > 0, (k, losses[k])
         assert all(p.dtype == torch.float32 for p in module.parameters())
         assert any(not torch.equal(a, b) for a, b in zip(before, module.parameters()))  # its Adam stepped
+        mimic_cls.append(losses["loss_kd_csa_cls"].detach())
+    torch.testing.assert_close(mimic_cls[0], mimic_cls[1], rtol=0.1, atol=1e-3)  # bf16 rounding only
 
 
 def test_benchmark_step_times_the_assistant_under_autocast_against_fp32(capsys):

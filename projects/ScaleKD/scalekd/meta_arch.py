@@ -433,6 +433,12 @@ class ScaleKDDetector(DistillationDetector):
         device = self.device.type
         return self.csa_autocast and torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16
 
+    def _assistant_precision(self, enabled: bool):
+        """The context of one assistant forward: bf16 autocast when ``enabled``, else fp32. Without
+        autocast's weight-cast cache: the cache lives until the step's outermost autocast exits, so
+        the refresh forward after the assistant's Adam step would read the pre-step bf16 weights."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled, cache_enabled=False)
+
     # ------------------------------------------------------------------ training
     def forward_train(self, batched_inputs: List[dict]) -> Dict[str, torch.Tensor]:
         if "instances" not in batched_inputs[0]:
@@ -492,7 +498,7 @@ class ScaleKDDetector(DistillationDetector):
         assistant_autocast = self._assistant_autocast()
 
         def assistant_outputs():  # fp32 (N, R, K), (N, R, 4) and, for FCOS, (N, R) over all levels' R positions
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=assistant_autocast):
+            with self._assistant_precision(assistant_autocast):
                 fused = module.fuse(features, teacher_features)
                 outs = student._transpose_dense_predictions(module.head(fused), dims)
             return [cat(x, dim=1).float() for x in outs[:2]] + ([cat(outs[2], dim=1).squeeze(2).float()] if is_fcos else [None])
@@ -554,7 +560,7 @@ class ScaleKDDetector(DistillationDetector):
         assistant_autocast = self._assistant_autocast()
 
         def assistant_outputs():  # per distilled stage, fp32 (scores (R, K+1), deltas (R, K*4 or 4))
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=assistant_autocast):
+            with self._assistant_precision(assistant_autocast):
                 fused = module.fuse(features, teacher_features)
                 outputs = [module.head(fused, r.boxes, i) for i, r in enumerate(records)]
             return [(scores.float(), deltas.float()) for scores, deltas in outputs]
