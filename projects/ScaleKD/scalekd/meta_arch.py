@@ -238,6 +238,7 @@ class ScaleKDDetector(DistillationDetector):
             raise ValueError(f"csa_cascade_stages must be 'last' or 'all', got '{csa_cascade_stages}'.")
         self.csa_refresh_targets = bool(csa_refresh_targets)
         self.csa_autocast = bool(csa_autocast)
+        self._warned_csa_autocast = False
         self.csa_temperature = float(csa_temperature)
         self.csa_roi_box_beta = float(csa_roi_box_beta)
         self.metrics_period = int(metrics_period)
@@ -431,7 +432,14 @@ class ScaleKDDetector(DistillationDetector):
         training step's autocast (the caller's context) is bfloat16. Read it before any
         ``_autocast_off`` block."""
         device = self.device.type
-        return self.csa_autocast and torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16
+        bf16_step = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16
+        if self.csa_autocast and not bf16_step and not self._warned_csa_autocast:
+            logger.warning(
+                "model.csa_autocast=True has no effect here: the training step does not run under bfloat16 autocast "
+                "(train.amp.enabled=True on CPU; fp16 AMP is never used for the assistant), so the assistant runs in fp32."
+            )
+            self._warned_csa_autocast = True
+        return self.csa_autocast and bf16_step
 
     def _assistant_precision(self, enabled: bool):
         """The context of one assistant forward: bf16 autocast when ``enabled``, else fp32. Without
