@@ -292,6 +292,21 @@ def test_gradient_share_tool_reports_every_term_and_scales_with_the_kd_weight(en
         assert two["kd_over_detection"][group] == pytest.approx(2 * one["kd_over_detection"][group], rel=1e-4)
 
 
+def test_training_tool_registers_the_toolkit_datasets_for_any_config(env):
+    """A config that names the embedded or a shared dataset without importing ``kd_core.data`` itself (a COCO
+    config with ``dataloader.train.dataset.names=bccd_train``) must find it: the tool registers them, as
+    Detectron2's tools register COCO. Checked in a fresh process, where nothing else imported ``kd_core.data``."""
+    code = (
+        "import runpy, sys; from detectron2.data import DatasetCatalog; "
+        "assert 'kd_synthetic_train' not in DatasetCatalog.list(); "
+        f"runpy.run_path({TRAIN!r}, run_name='not_main'); "
+        "names = set(DatasetCatalog.list()); "
+        "print(sorted(n for n in ('kd_synthetic_train', 'kd_synthetic_val', 'bccd_train', 'coco128_train') if n in names))"
+    )
+    _, out = run(["-c", code], env)
+    assert "['bccd_train', 'coco128_train', 'kd_synthetic_train', 'kd_synthetic_val']" in out, out[-2000:]
+
+
 def test_overhead_unfused_optimizer_leaves_the_config_fused():
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     from benchmark_overhead import instantiate_optimizer

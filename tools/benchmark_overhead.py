@@ -63,6 +63,7 @@ def build(args):
     from detectron2.config import LazyConfig, instantiate
     from detectron2.utils.events import EventStorage  # noqa: F401
 
+    import kd_core.data  # noqa: F401  (registers the toolkit's datasets: kd_synthetic_*, coco128_*, bccd_*)
     from kd_core.config import apply_overrides_strict
     from kd_core.engine import check_amp_support, to_channels_last
 

@@ -64,6 +64,7 @@ def main(argv=None):
     from detectron2.utils.env import seed_all_rng
     from detectron2.utils.events import EventStorage
 
+    import kd_core.data  # noqa: F401  (registers the toolkit's datasets: kd_synthetic_*, coco128_*, bccd_*)
     from kd_core.checkpoint import build_checkpointer
     from kd_core.config import apply_overrides_strict
 

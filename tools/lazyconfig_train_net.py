@@ -38,6 +38,7 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format  # noqa
 from detectron2.utils import comm  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
+import kd_core.data  # noqa: E402,F401  (registers the toolkit's datasets: kd_synthetic_*, coco128_*, bccd_*)
 from kd_core.checkpoint import ClassHeadCheckpointer, ResumeMismatchError, build_checkpointer  # noqa: E402
 from kd_core.config import apply_overrides_strict  # noqa: E402
 from kd_core.distributed import teardown_process_group  # noqa: E402
