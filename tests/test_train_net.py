@@ -1,4 +1,5 @@
 """End-to-end runs of tools/lazyconfig_train_net.py and tools/export_student.py on the tiny CPU configs."""
+import copy
 import json
 import os
 import shutil
@@ -329,6 +330,61 @@ def test_overhead_phase_order_varies_the_predecessors():
     sequence = [p for o in orders for p in o]
     before_exported = {sequence[k - 1] for k in range(1, len(sequence)) if sequence[k] == "exported_inference"}
     assert len(before_exported) >= 2, before_exported
+
+
+def test_calibrate_frozen_norms_gives_a_random_network_unit_scale_activations():
+    """A random ResNet-50 with FrozenBN (as the COCO configs build it before their checkpoint is read)
+    grows its activations block after block; calibrated on a batch, every frozen layer outputs
+    per-channel mean 0 / variance 1 (its affine weight 1, bias 0) on that batch. A BatchNorm in train
+    mode normalizes itself and is left alone; one in eval mode (a frozen teacher's) is set too."""
+    from detectron2.layers import FrozenBatchNorm2d
+    from detectron2.modeling.backbone.resnet import BasicStem, ResNet
+
+    from kd_core.testing import calibrate_frozen_norms
+
+    torch.manual_seed(0)
+    resnet = ResNet(BasicStem(3, 64, norm="FrozenBN"), ResNet.make_default_stages(50, norm="FrozenBN"), out_features=["res5"])
+    trained_bn, eval_bn = torch.nn.BatchNorm2d(3), torch.nn.BatchNorm2d(3).eval()
+    x = torch.randn(2, 3, 64, 64) * 50 + 10
+    with torch.no_grad():
+        before = resnet(x)["res5"].abs().max()
+    frozen = [m for m in resnet.modules() if isinstance(m, FrozenBatchNorm2d)]
+    reference_bn = copy.deepcopy(trained_bn)
+    with torch.no_grad():
+        reference_bn(x)  # its own momentum update of the running statistics, nothing else
+    n = calibrate_frozen_norms([resnet, trained_bn, eval_bn], lambda: (resnet(x), trained_bn(x), eval_bn(x)))
+    assert n == len(frozen) + 1
+    assert torch.equal(trained_bn.running_mean, reference_bn.running_mean) and torch.equal(trained_bn.running_var, reference_bn.running_var)
+    assert torch.allclose(eval_bn.running_mean, x.mean((0, 2, 3)))
+    outputs = {}
+
+    def record(module, inputs, output):
+        outputs[module] = output.clone()  # a copy: the blocks apply relu_ in place to the norm's output
+
+    hooks = [m.register_forward_hook(record) for m in frozen]
+    with torch.no_grad():
+        after = resnet(x)["res5"].abs().max()
+    for h in hooks:
+        h.remove()
+    assert len(outputs) == len(frozen)
+    for out in outputs.values():
+        var, mean = torch.var_mean(out, dim=(0, 2, 3))
+        assert torch.allclose(mean, torch.zeros_like(mean), atol=1e-3) and torch.allclose(var, torch.ones_like(var), rtol=1e-2)
+    assert before > 100 * after and torch.isfinite(after), (before, after)
+
+
+def test_overhead_benchmark_runs_a_coco_config_on_a_toolkit_dataset(env, tmp_path):
+    """A real-scale COCO config (RetinaNet R101 teacher at 2x -> R50, SDF + the assistant) timed on the
+    embedded dataset at 128 px: the tool registers the dataset, and with random weights calibrated
+    (FrozenBN everywhere) the assistant's losses stay finite, which they did not with identity statistics."""
+    out = tmp_path / "overhead.json"
+    args = [OVERHEAD, "--config-file", "projects/ScaleKD/configs/coco/retinanet_r101_r50_1x_scalekd.py"]
+    args += ["--iters", "1", "--warmup", "0", "--batch-size", "1", "--json", str(out), "dataloader.train.dataset.names=kd_synthetic_train"]
+    args += ["dataloader.train.mapper.augmentations.0.short_edge_length=[128]", "dataloader.train.mapper.augmentations.0.max_size=160"]
+    run(args, env)
+    with open(out) as f:
+        phases = json.load(f)["phases"]
+    assert all(p["median_ms"] > 0 for p in phases.values()) and "kd_step" in phases
 
 
 def test_overhead_benchmark_times_every_phase(env, tmp_path):

@@ -18,6 +18,10 @@ Timing interleaves the phases in one process, so machine load affects them alike
 in a new (seeded) random order every iteration, so no phase always runs right after the same other
 phase (in a fixed order the student's inference always followed a KD training step, which leaves the
 caches and the allocator in another state, and the exported student's always followed an inference).
+The networks have random weights (no checkpoint is read: timing does not depend on them), with
+their frozen normalization layers set from the batch first (kd_core.testing.calibrate_frozen_norms),
+so that activations and losses have a trained network's scale rather than overflowing (a random
+R101 with identity FrozenBN statistics gives the COCO configs' assistant non-finite losses).
 Peak memory: CUDA max_memory_allocated per phase on GPU; on CPU each phase runs once more in its own
 process and the peak resident set size above the resident size before that step is reported (Linux).
 
@@ -61,11 +65,12 @@ def _sync(device):
 def build(args):
     import torch
     from detectron2.config import LazyConfig, instantiate
-    from detectron2.utils.events import EventStorage  # noqa: F401
+    from detectron2.utils.events import EventStorage
 
     import kd_core.data  # noqa: F401  (registers the toolkit's datasets: kd_synthetic_*, coco128_*, bccd_*)
     from kd_core.config import apply_overrides_strict
     from kd_core.engine import check_amp_support, to_channels_last
+    from kd_core.testing import calibrate_frozen_norms
 
     cfg = LazyConfig.load(args.config_file)
     cfg = apply_overrides_strict(cfg, args.opts)
@@ -76,11 +81,15 @@ def build(args):
         cfg.model.teacher.allow_random_init = True  # timing does not depend on the weights
     torch.manual_seed(0)
     model = instantiate(cfg.model).to(args.device)
+    batch = next(iter(instantiate(cfg.dataloader.train)))
+    # Random weights leave frozen norms at the identity statistics, under which a deep network's
+    # activations (and the losses on them) blow up; time them at a trained network's scale instead.
+    with EventStorage(0):  # the student's training forward logs to it
+        calibrate_frozen_norms([model.student, model.teacher.model], lambda: (model.run_teacher(batch), model.student(batch)))
     if args.amp:
         check_amp_support(model)
     if cfg.train.get("channels_last", False):
         to_channels_last(model)
-    batch = next(iter(instantiate(cfg.dataloader.train)))
     return cfg, model, batch
 
 
