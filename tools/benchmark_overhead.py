@@ -117,7 +117,7 @@ def make_steps(args, cfg, model, batch):
     model.teacher.to(args.device)
     # The optimizers step at the schedule's first learning rate (the warm-up's start, as iteration 0
     # trains): random networks stepped again and again on one batch at the full rate diverge (a random
-    # Faster R-CNN R50 at lr 0.02 gave NaN boxes within 4 steps). The rate does not change the timing.
+    # Faster R-CNN R50 at lr 0.02 gave NaN boxes within 2 steps). The rate does not change the timing.
     if "lr_multiplier" in cfg:
         cfg.optimizer.lr = cfg.optimizer.lr * float(instantiate(cfg.lr_multiplier)(0.0))
     cfg.optimizer.params.model = model.student
