@@ -3,6 +3,7 @@ import copy
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 
@@ -377,15 +378,17 @@ def test_overhead_benchmark_runs_a_coco_config_on_a_toolkit_dataset(env, tmp_pat
     """A real-scale COCO config (Faster R-CNN R101 teacher at 2x -> R50, SDF + the two-stage assistant)
     timed on the embedded dataset at 128 px: the tool registers the dataset; with random weights the
     frozen norms are calibrated (without, the R101 teacher's features reach ~1e7) and the optimizers
-    step at the warm-up's first rate (at the full 0.02 the student's boxes went NaN within 2 steps)."""
+    step at the warm-up's first rate (at the full 0.02 the student's boxes went NaN within 2 steps).
+    --skip-memory: timing only, no per-phase memory processes."""
     out = tmp_path / "overhead.json"
-    args = [OVERHEAD, "--config-file", "projects/ScaleKD/configs/coco/faster_rcnn_r101_r50_1x_scalekd.py"]
+    args = [OVERHEAD, "--config-file", "projects/ScaleKD/configs/coco/faster_rcnn_r101_r50_1x_scalekd.py", "--skip-memory"]
     args += ["--iters", "2", "--warmup", "0", "--batch-size", "1", "--json", str(out), "dataloader.train.dataset.names=kd_synthetic_train"]
     args += ["dataloader.train.mapper.augmentations.0.short_edge_length=[128]", "dataloader.train.mapper.augmentations.0.max_size=160"]
-    run(args, env)
+    _, log = run(args, env)
     with open(out) as f:
         phases = json.load(f)["phases"]
-    assert all(p["median_ms"] > 0 for p in phases.values()) and "kd_step" in phases
+    assert all(p["median_ms"] > 0 and len(p["times_ms"]) == 2 and p["peak_mb"] is None for p in phases.values())
+    assert "kd_step" in phases and "[timed 2/2] " in log
 
 
 def test_overhead_benchmark_times_every_phase(env, tmp_path):
@@ -404,6 +407,7 @@ def test_overhead_benchmark_times_every_phase(env, tmp_path):
     assert set(phases) == expected
     assert all(p["median_ms"] > 0 and p["peak_mb"] >= 0 for p in phases.values())
     ms = {k: v["median_ms"] for k, v in phases.items()}
+    assert all(v["median_ms"] == pytest.approx(statistics.median(v["times_ms"])) and len(v["times_ms"]) == 2 for v in phases.values())
     assert summary["kd_step_over_student_plus_teacher"] == pytest.approx(ms["kd_step"] / (ms["student_step"] + ms["teacher_forward"]))
     assert summary["exported_over_student_inference"] == pytest.approx(ms["exported_inference"] / ms["student_inference"])
     assert summary["kd_step_cached_teacher_over_kd_step"] == pytest.approx(ms["kd_step_cached_teacher"] / ms["kd_step"])

@@ -25,7 +25,10 @@ R101 with identity FrozenBN statistics gives the COCO configs' assistant non-fin
 optimizers step at the schedule's first learning rate (lr x lr_multiplier(0), the warm-up's start),
 at which the same batch can be stepped on repeatedly without diverging.
 Peak memory: CUDA max_memory_allocated per phase on GPU; on CPU each phase runs once more in its own
-process and the peak resident set size above the resident size before that step is reported (Linux).
+process and the peak resident set size above the resident size before that step is reported (Linux;
+--skip-memory leaves these processes out, e.g. to repeat a timing whose memory is already measured).
+Every timed iteration is printed as it ends, and the JSON keeps them all (times_ms, in running order)
+besides the medians: on a VM whose speed drifts, the spread shows how far the medians can be trusted.
 
     python tools/benchmark_overhead.py --config-file configs/tiny/retinanet_r34_r18_fitnet_tiny_cpu.py
     python tools/benchmark_overhead.py --config-file CFG --device cuda --iters 50 --batch-size 2
@@ -230,6 +233,11 @@ def time_phases(args, phases):
                     times[p].append(time.perf_counter() - t0)
                 if args.device.startswith("cuda"):
                     peaks[p] = max(peaks.get(p, 0.0), torch.cuda.max_memory_allocated() / 2**20)
+            if i < args.warmup:
+                print(f"[warm-up {i + 1}/{args.warmup}] done", flush=True)
+            else:
+                figures = ", ".join(f"{p} {times[p][-1] * 1000:.0f} ms" for p in phases)
+                print(f"[timed {i - args.warmup + 1}/{args.iters}] {figures}", flush=True)
     return times, peaks, dtypes
 
 
@@ -300,6 +308,11 @@ def main(argv=None):
         help="also time the student step with the optimizer's default (unfused) kernel",
     )
     parser.add_argument("--phase", choices=PHASES + (CACHED_PHASE, UNFUSED_PHASE), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--skip-memory",
+        action="store_true",
+        help="CPU: time only, without the per-phase memory processes (peak memory reported as n/a)",
+    )
     parser.add_argument("--json", default="", help="also write the figures to this file")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides key=value")
     args = parser.parse_args(argv)
@@ -312,7 +325,7 @@ def main(argv=None):
     phases += (UNFUSED_PHASE,) if args.unfused_optimizer else ()
     times, peaks, dtypes = time_phases(args, phases)
     if not args.device.startswith("cuda"):
-        for phase in phases:
+        for phase in () if args.skip_memory else phases:
             cmd = [sys.executable, os.path.abspath(__file__), "--phase", phase, "--config-file", args.config_file]
             cmd += ["--device", args.device, "--batch-size", str(args.batch_size), "--storage-iter", str(args.storage_iter)]
             cmd += ["--teacher-cache-dir", args.teacher_cache_dir] if args.teacher_cache_dir else []
@@ -324,11 +337,12 @@ def main(argv=None):
                 sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
                 raise SystemExit(f"memory measurement of {phase} failed")
             peaks[phase] = json.loads(lines[-1][len("RESULT ") :])["peak_mb"]
-    results = {p: {"median_s": statistics.median(times[p]), "peak_mb": peaks[p]} for p in phases}
+    results = {p: {"median_s": statistics.median(times[p]), "peak_mb": peaks.get(p)} for p in phases}
     mem_kind = "CUDA max allocated" if args.device.startswith("cuda") else "peak RSS increase"
     width = max(len(p) for p in results)
     for p, r in results.items():
-        print(f"{p:<{width}} median {r['median_s'] * 1000:8.1f} ms   {mem_kind} {r['peak_mb']:8.1f} MB", flush=True)
+        peak = "     n/a" if r["peak_mb"] is None else f"{r['peak_mb']:8.1f} MB"
+        print(f"{p:<{width}} median {r['median_s'] * 1000:8.1f} ms   {mem_kind} {peak}", flush=True)
 
     s, t, k = (results[p]["median_s"] for p in ("student_step", "teacher_forward", "kd_step"))
     ratio = k / (s + t)
@@ -342,7 +356,10 @@ def main(argv=None):
         "iters": args.iters,
         "kd_step_over_student_plus_teacher": ratio,
         "exported_over_student_inference": infer_ratio,
-        "phases": {p: {"median_ms": r["median_s"] * 1000, "peak_mb": r["peak_mb"]} for p, r in results.items()},
+        "phases": {
+            p: {"median_ms": r["median_s"] * 1000, "peak_mb": r["peak_mb"], "times_ms": [t * 1000 for t in times[p]]}
+            for p, r in results.items()
+        },
         "student_backbone_dtype": dtypes,
     }
     print(f"KD step / (student step + teacher forward) = {ratio:.3f}  (target <= 1.10)")
