@@ -229,3 +229,16 @@ def test_distillation_step_under_cpu_bf16_autocast(family):
     assert all(p.dtype == torch.float32 for p in model.parameters())
     changed = [k for k, p in model.named_parameters() if not torch.equal(p, before[k])]
     assert changed and all(k.startswith("student.") for k in changed)
+
+
+def test_distillation_configs_default_to_the_official_codes_query_group():
+    """Every DETRDistill config loads; the query group is matched anew and mapped by the student's
+    reference layer (the official code) unless the config names the teacher-assignment variant."""
+    config_dir = os.path.join(ROOT, "projects/DETRDistill/configs/detrdistill")
+    paths = sorted(p for p in os.listdir(config_dir) if p.endswith(".py"))
+    assert "deformable_detr_r101_r50_50ep_teacher_assignment.py" in paths and len(paths) > 10
+    for name in paths:
+        model = LazyConfig.load(os.path.join(config_dir, name)).model
+        variant = name.endswith("_teacher_assignment.py")
+        assert model.query_kd_assignment == ("teacher" if variant else "fresh"), name
+        assert model.query_kd_teacher_references is variant, name

@@ -284,6 +284,10 @@ def test_dense_cls_mimic_is_kl_with_bce_gradient():
     g2 = torch.autograd.grad(bce, s)[0]
     assert torch.allclose(g1, g2, atol=1e-6) and loss > 0
     assert dense_cls_mimic_loss(a.clone(), a, 4.0).abs() < 1e-4
+    # temperature: T^2 times the binary KL between sigmoid(a / T) and sigmoid(s / T)
+    p, q = (a / 2).sigmoid(), (s / 2).sigmoid()
+    kl = (p * (p.log() - q.log()) + (1 - p) * ((1 - p).log() - (1 - q).log())).sum() * 4 / 4.0
+    assert torch.allclose(dense_cls_mimic_loss(s, a, 4.0, temperature=2.0), kl, atol=1e-5)
 
 
 def test_roi_mimic_losses():

@@ -66,17 +66,19 @@ class DETRDistillDetector(DistillationDetector):
         feature_kd: the target-aware feature KD module, or None.
         relation_kd: the content-query relation (InfoNCE) module, or None (default: off).
         query_kd: run the teacher's queries as an extra group in the student decoder.
-        query_kd_assignment: "teacher" (the teacher's own per-stage GT assignment, Eq. 10; the
-            official code's intent) or "fresh" (match the group to GT anew, what the official
-            code actually does).
+        query_kd_assignment: "fresh" (default: match the group to GT anew, what the official
+            code does and what produced the published numbers) or "teacher" (the teacher's own
+            per-stage GT assignment, Eq. 10 and the official code's intent; use it with
+            ``query_kd_teacher_references=True``, see docs/results.md).
         query_kd_layer_mapping: how student layers take the teacher's per-layer assignment when
             the depths differ (see ``build_layer_mapping``).
-        query_kd_teacher_references: the teacher group starts from the teacher's own reference
-            points (``teacher.model.query_prior``: Deformable and Conditional DETR append them to
-            their queries; AdaMixer's queries already carry their boxes). False: the student's
-            reference layer maps the teacher's positional queries, as the official code does;
-            the teacher's assignment then puts targets where the teacher's reference points
-            are, not where the student's layer sends the queries (see docs/results.md).
+        query_kd_teacher_references: False (default, the official code): the student's reference
+            layer maps the teacher's positional queries. True: the teacher group starts from the
+            teacher's own reference points (``teacher.model.query_prior``: Deformable and
+            Conditional DETR append them to their queries; AdaMixer's queries already carry their
+            boxes). With ``query_kd_assignment="teacher"`` set this True: otherwise the teacher's
+            assignment puts targets where the teacher's reference points are, not where the
+            student's layer sends the queries, and the student collapses (docs/results.md).
         teacher_matcher: the teacher's DETR matcher for its GT assignment (default: the teacher
             criterion's matcher).
         logits_kd_weight, feature_kd_weight, query_kd_weight, relation_kd_weight: float or
@@ -93,9 +95,9 @@ class DETRDistillDetector(DistillationDetector):
         feature_kd: Optional[TargetAwareFeatureDistillation] = None,
         relation_kd: Optional[QueryRelationDistillation] = None,
         query_kd: bool = True,
-        query_kd_assignment: str = "teacher",
+        query_kd_assignment: str = "fresh",
         query_kd_layer_mapping: Optional[str] = None,
-        query_kd_teacher_references: bool = True,
+        query_kd_teacher_references: bool = False,
         teacher_matcher: Optional[HungarianMatcher] = None,
         logits_kd_weight: Weight = 1.0,
         feature_kd_weight: Weight = 1.0,

@@ -102,18 +102,20 @@ def fast_rcnn_gt_losses(
     return {k: v * predictor.loss_weight.get(k, 1.0) for k, v in losses.items()}
 
 
-def dense_cls_mimic_loss(student_logits: torch.Tensor, assistant_logits: torch.Tensor, normalizer: float) -> torch.Tensor:
-    """BCE(sigmoid(student), sigmoid(assistant)) summed over all locations and classes, divided
-    by the positive-count normalizer. Logits (N, R, K); the assistant's are detached here.
+def dense_cls_mimic_loss(
+    student_logits: torch.Tensor, assistant_logits: torch.Tensor, normalizer: float, temperature: float = 1.0
+) -> torch.Tensor:
+    """``T^2 BCE(sigmoid(z_S / T), sigmoid(z_A / T))`` summed over all locations and classes,
+    divided by the positive-count normalizer. Logits (N, R, K); the assistant's are detached here.
 
     The targets' own entropy (a constant for the student) is subtracted, so the value is the
     binary KL divergence: the same gradient as the BCE, and 0 when the student matches.
     """
-    a = assistant_logits.detach().float()
+    a = assistant_logits.detach().float() / temperature
     target = a.sigmoid()
-    bce = soft_bce_with_logits(student_logits.float(), target, reduction="sum")
+    bce = soft_bce_with_logits(student_logits.float() / temperature, target, reduction="sum")
     entropy = F.binary_cross_entropy_with_logits(a, target, reduction="sum")
-    return (bce - entropy) / normalizer
+    return (bce - entropy) * (temperature**2 / normalizer)
 
 
 def delta_l1_mimic_loss(student_deltas: torch.Tensor, assistant_deltas: torch.Tensor, pos_mask: torch.Tensor, normalizer: float) -> torch.Tensor:

@@ -171,7 +171,8 @@ class ScaleKDDetector(DistillationDetector):
             default, as in every published result here): the assistant always runs in fp32.
         csa_cls_weight, csa_bbox_weight: beta, gamma (float or :class:`LossWeightSchedule`);
             None = the spec's weights (0.2/0.05 one-stage, 0.5/0.2 two-stage) after 30k warm-up iterations.
-        csa_temperature: T of the two-stage KL.
+        csa_temperature: T of the class mimic loss: the two-stage KL, the dense (RetinaNet/FCOS)
+            sigmoid BCE; both scaled by T^2. 1.0 = the spec's.
         csa_roi_box_beta: smooth-L1 beta of the two-stage box mimic loss.
         freeze_student_backbone_iters: detach the student's bottom-up backbone output for the
             first N iterations (no gradient reaches it; BN statistics still update). With DDP set
@@ -527,7 +528,7 @@ class ScaleKDDetector(DistillationDetector):
                 a_logits, a_deltas, _ = assistant_outputs()
             a_logits, a_deltas = a_logits.detach(), a_deltas.detach()
         if w_cls != 0.0:
-            mimic["loss_kd_csa_cls"] = w_cls * dense_cls_mimic_loss(s_logits, a_logits, normalizer)
+            mimic["loss_kd_csa_cls"] = w_cls * dense_cls_mimic_loss(s_logits, a_logits, normalizer, self.csa_temperature)
         if w_box != 0.0:
             s_deltas = cat(transposed[1], dim=1)
             if is_fcos:

@@ -39,7 +39,7 @@ def max_iou_with_ground_truth(pred_boxes: torch.Tensor, targets: Sequence[dict])
     gt = torch.nn.utils.rnn.pad_sequence(
         [t["boxes"].to(pred_boxes.device, torch.float32) for t in targets], batch_first=True
     )  # (B, M, 4); padded rows are zero boxes
-    valid = torch.arange(gt.shape[1], device=gt.device)[None, :] < torch.as_tensor(sizes, device=gt.device)[:, None]
+    valid = torch.arange(gt.shape[1], device=gt.device)[None, :] < torch.as_tensor(sizes).to(gt.device, non_blocking=True)[:, None]
     ious = pairwise_iou_cxcywh(pred_boxes.float(), gt[None])  # (S, B, K, M)
     return ious.masked_fill(~valid[None, :, None, :], 0.0).amax(-1)
 
@@ -191,7 +191,7 @@ class TargetAwareFeatureDistillation(nn.Module):
         boxes = teacher_boxes.detach()[stages].float()
         hidden = teacher_hidden.detach()[stages].float()  # (S, B, Q, D)
         num_classes = logits.shape[-1]
-        has_gt = torch.as_tensor([len(t["boxes"]) > 0 for t in targets], device=logits.device)
+        has_gt = torch.as_tensor([len(t["boxes"]) > 0 for t in targets]).to(logits.device, non_blocking=True)
 
         if self.mode == "code":
             scores, flat_idx = (

@@ -187,8 +187,8 @@ class HungarianLogitsDistillation(nn.Module):
         num_t, _, num_qt = teacher_logits.shape[:3]
         pairs = build_layer_mapping(num_s, num_t, self.layer_mapping)
         device = student_logits.device
-        s_layers = torch.as_tensor([p[0] for p in pairs], device=device)
-        t_layers = torch.as_tensor([p[1] for p in pairs], device=device)
+        s_layers = torch.as_tensor([p[0] for p in pairs]).to(device, non_blocking=True)
+        t_layers = torch.as_tensor([p[1] for p in pairs]).to(device, non_blocking=True)
 
         s_logits = student_logits.detach()[s_layers].float()  # (P, B, Qs, C)
         s_boxes = student_boxes.detach()[s_layers].float()
@@ -266,8 +266,8 @@ class HungarianLogitsDistillation(nn.Module):
         device = student_logits.device
         pairs = matching.layer_pairs
         num_pairs = len(pairs)
-        s_layer_of_pair = torch.as_tensor([p[0] for p in pairs], device=device)
-        t_layer_of_pair = torch.as_tensor([p[1] for p in pairs], device=device)
+        s_layer_of_pair = torch.as_tensor([p[0] for p in pairs]).to(device, non_blocking=True)
+        t_layer_of_pair = torch.as_tensor([p[1] for p in pairs]).to(device, non_blocking=True)
 
         # Flatten all (pair, image, match) triples: (pair id, image id, student query, teacher query).
         pair_ids, image_ids, s_queries, t_queries = [], [], [], []
@@ -316,7 +316,7 @@ class HungarianLogitsDistillation(nn.Module):
                 bg_loss = soft_bce_with_logits(bg_logits, torch.zeros_like(bg_logits), reduction="none").sum(-1)
                 class_sums = class_sums.index_add(0, bg_pair_id, bg_loss)
 
-        normalizers = reduce_normalizers(torch.as_tensor(class_counts + box_counts, dtype=torch.float32, device=device))
+        normalizers = reduce_normalizers(torch.as_tensor(class_counts + box_counts, dtype=torch.float32).to(device, non_blocking=True))
         class_norm, box_norm = normalizers[:num_pairs], normalizers[num_pairs:]
         return {
             "loss_kd_logits_class": self.loss_class_weight * (class_sums / class_norm).sum(),

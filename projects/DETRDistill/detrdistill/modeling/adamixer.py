@@ -150,7 +150,7 @@ def sample_3d(
     channels = features[0].shape[1]
     if channels % g != 0:
         raise ValueError(f"sample_3d: {channels} feature channels are not divisible into {g} groups.")
-    level_z = torch.log2(torch.as_tensor(strides, dtype=points.dtype, device=points.device))
+    level_z = torch.log2(torch.as_tensor(strides, dtype=points.dtype).to(points.device, non_blocking=True))
     level_weights = torch.softmax(-(points[..., 2:3] - level_z).pow(2) / tau, dim=-1)  # (B, Q, G, P, L)
     level_weights = level_weights.permute(0, 2, 4, 1, 3).reshape(b * g, len(strides), 1, q, p)
     xy = points[..., :2].permute(0, 2, 1, 3, 4).reshape(b * g, q, p, 2)
@@ -445,7 +445,7 @@ class AdaMixer(DETRBase):
         backbone_features = self.backbone(images.tensor)
         features = self.input_proj([backbone_features[f] for f in self.in_features])
         masks = self.level_masks(self.padding_mask(images), features)
-        image_sizes = torch.as_tensor(images.image_sizes, dtype=torch.int64).to(images.tensor.device)
+        image_sizes = torch.as_tensor(images.image_sizes, dtype=torch.int64).to(images.tensor.device, non_blocking=True)
         image_wh = image_sizes.flip(-1).to(features[0].dtype)  # (B, 2) as (w, h)
 
         query_embed = self.query_embed

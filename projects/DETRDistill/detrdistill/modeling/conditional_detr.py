@@ -524,7 +524,7 @@ class ConditionalDETR(DETRBase):
             query_embed=query_embed,
             features=[feature],
             feature_masks=[mask],
-            image_sizes=torch.as_tensor(images.image_sizes, dtype=torch.int64).to(images.tensor.device),
+            image_sizes=torch.as_tensor(images.image_sizes, dtype=torch.int64).to(images.tensor.device, non_blocking=True),
             extra=extra,
             aux={"reference_points": reference[:, slices[0]]},
         )

@@ -29,7 +29,7 @@ def num_boxes_across_processes(targets: Sequence[dict], device) -> torch.Tensor:
     same number even when their images hold different numbers of boxes.
     """
     total = float(sum(len(t["boxes"]) for t in targets))
-    return mean_across_processes(torch.as_tensor(total, dtype=torch.float32, device=device)).clamp(min=1.0)
+    return mean_across_processes(torch.as_tensor(total, dtype=torch.float32).to(device, non_blocking=True)).clamp(min=1.0)
 
 
 class SetCriterion(nn.Module):

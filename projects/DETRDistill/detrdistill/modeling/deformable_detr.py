@@ -536,7 +536,7 @@ class DeformableDETR(DETRBase):
             query_embed=query_embed,
             features=features,
             feature_masks=masks,
-            image_sizes=torch.as_tensor(images.image_sizes, dtype=torch.int64).to(images.tensor.device),
+            image_sizes=torch.as_tensor(images.image_sizes, dtype=torch.int64).to(images.tensor.device, non_blocking=True),
             extra=extra,
             enc_outputs=enc_outputs,
         )

@@ -129,7 +129,7 @@ class DETRBase(nn.Module):
     def padding_mask(images: ImageList) -> torch.Tensor:
         """(B, H_pad, W_pad) bool, True where a pixel is padding."""
         _, _, h_pad, w_pad = images.tensor.shape
-        sizes = torch.as_tensor(images.image_sizes, dtype=torch.int64).to(images.tensor.device)
+        sizes = torch.as_tensor(images.image_sizes, dtype=torch.int64).to(images.tensor.device, non_blocking=True)
         ys = torch.arange(h_pad, device=images.tensor.device)
         xs = torch.arange(w_pad, device=images.tensor.device)
         return (ys[None, :, None] >= sizes[:, 0, None, None]) | (xs[None, None, :] >= sizes[:, 1, None, None])

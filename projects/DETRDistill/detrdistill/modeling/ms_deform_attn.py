@@ -204,9 +204,8 @@ class MultiScaleDeformableAttention(nn.Module):
         reference_points = reference_points.float()
         if reference_points.shape[-1] == 2:
             # offsets are in pixels of each level
-            normalizer = torch.tensor(
-                [[w, h] for h, w in spatial_shapes], dtype=offsets.dtype, device=offsets.device
-            )  # (L, 2) as (x, y)
+            # (L, 2) as (x, y); non_blocking: no stream synchronization per attention layer on CUDA
+            normalizer = torch.tensor([[w, h] for h, w in spatial_shapes], dtype=offsets.dtype).to(offsets.device, non_blocking=True)
             locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
         elif reference_points.shape[-1] == 4:
             locations = (
