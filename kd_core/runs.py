@@ -18,6 +18,7 @@ at ``max_iter``.
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -52,6 +53,18 @@ def _display(arg: str) -> str:
     return os.path.relpath(arg, ROOT) if arg.startswith(ROOT) else arg
 
 
+def describe_exit_status(returncode: int) -> str:
+    """``subprocess`` return code in words: ``exit code 3``, or the signal that killed the process
+    (``killed by signal 11 (SIGSEGV)``), which leaves no Python traceback in the log."""
+    if returncode >= 0:
+        return f"exit code {returncode}"
+    try:
+        name = f" ({signal.Signals(-returncode).name})"
+    except ValueError:
+        name = ""
+    return f"killed by signal {-returncode}{name}"
+
+
 def run_training(
     config: str,
     output_dir: str,
@@ -77,7 +90,8 @@ def run_training(
 
     Prints the command, then ``iter N total_loss X (this run's eta H:MM:SS)`` for every iteration the
     script logs (the eta is Detectron2's estimate for the rest of this run, evaluation excluded). On a
-    non-zero exit prints the last 60 lines of the job's output and raises :class:`TrainingRunError`.
+    non-zero exit prints the last 60 lines of the job's output and raises :class:`TrainingRunError`, whose
+    message gives the exit code or the signal that killed the job (a crash leaves no traceback).
     """
     if not os.path.isfile(TRAIN_SCRIPT):
         raise FileNotFoundError(
@@ -101,9 +115,12 @@ def run_training(
             loss = parts[parts.index("total_loss:") + 1] if "total_loss:" in parts else "?"
             eta = line.split("eta:", 1)[1].split("iter:", 1)[0].strip()  # "0:02:50", "1 day, 2:03:04"
             print(f"[{prefix}] {label}: iter {it} total_loss {loss} (this run's eta {eta})", flush=True)
-    if proc.wait() != 0:
+    returncode = proc.wait()
+    if returncode != 0:
         sys.stdout.write("".join(tail))
-        raise TrainingRunError(f"[{prefix}] {label} failed (see the log above and {output_dir}/log.txt)")
+        raise TrainingRunError(
+            f"[{prefix}] {label} failed: {describe_exit_status(returncode)} (see the log above and {output_dir}/log.txt)"
+        )
     return time.perf_counter() - start
 
 

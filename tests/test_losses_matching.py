@@ -95,6 +95,32 @@ def test_linear_sum_assignment_batch_known_solution_and_empty():
     assert r0.numel() == 0 and c0.numel() == 0
 
 
+def test_linear_sum_assignment_batch_threads_give_scipy_solutions():
+    """The large matrices (DETRDistill's 300 x 300 student-to-teacher shape, here smaller) solved in
+    threads give scipy's own solutions, in order, whatever the number of threads; the small and
+    empty ones are solved in the calling thread; a non-finite cost is refused."""
+    from scipy.optimize import linear_sum_assignment
+
+    from kd_core.matching import PARALLEL_MIN_ENTRIES
+
+    g = torch.Generator().manual_seed(0)
+    shapes = [(120, 110), (7, 3), (110, 120), (0, 5), (150, 150), (130, 100)]
+    assert sum(n * m >= PARALLEL_MIN_ENTRIES for n, m in shapes) == 4
+    costs = [torch.rand(n, m, generator=g) for n, m in shapes]
+    serial = linear_sum_assignment_batch(costs, max_workers=1)
+    for workers in (None, 2, 4):
+        threaded = linear_sum_assignment_batch(costs, max_workers=workers)
+        assert all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(serial, threaded))
+    for cost, (rows, cols) in zip(costs, serial):
+        ref_rows, ref_cols = linear_sum_assignment(cost.numpy())
+        assert rows.dtype == torch.int64 and rows.tolist() == ref_rows.tolist() and cols.tolist() == ref_cols.tolist()
+        assert len(rows) == min(cost.shape)
+    bad = [c.clone() for c in costs]
+    bad[4][3, 7] = float("nan")
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        linear_sum_assignment_batch(bad, max_workers=4)
+
+
 def test_hungarian_matcher_recovers_permutation_and_zero_gt():
     # three predictions are exact copies of three targets in shuffled order
     tgt_boxes = torch.tensor([[0.2, 0.2, 0.1, 0.1], [0.7, 0.6, 0.3, 0.2], [0.5, 0.5, 0.5, 0.5]])
@@ -146,3 +172,18 @@ def test_pairwise_iou_giou_batched_and_degenerate():
     assert torch.isfinite(giou).all() and torch.isfinite(iou).all()  # two zero-area boxes: finite
     batched = pairwise_giou_cxcywh(torch.stack([a, a]), torch.stack([b, b]))
     assert batched.shape == (2, 2, 2) and torch.allclose(batched[1], giou)
+
+
+def test_matching_benchmark_tool_times_every_worker_count(capsys):
+    """tools/benchmark_matching.py: one line per worker count, the first at 1.00x of itself (it checks
+    that every count gives the one-thread assignment and exits otherwise)."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+    from benchmark_matching import main
+
+    main(["--blocks", "3", "--rows", "120", "--cols", "100", "--gt-blocks", "2", "--repeats", "2", "--workers", "1", "3"])
+    out = capsys.readouterr().out
+    assert "3 x (120 x 100) + 2 x (120 x 20) cost matrices" in out
+    assert "workers  1: median" in out and "1.00x vs 1 worker(s)" in out and "workers  3: median" in out

@@ -128,6 +128,9 @@ print("[11/21 06:31:31] d2.utils.events INFO:  eta: 0:02:50  iter: 19  total_los
 print("[11/21 06:31:40] d2.utils.events INFO:  eta: 1 day, 2:03:04  iter: 39  loss_cls: 0.5")
 for i in range(70):
     print(f"log line {i}")
+sys.stdout.flush()
+if "crash=1" in sys.argv:
+    os.kill(os.getpid(), 11)
 sys.exit(3 if "fail=1" in sys.argv else 0)
 """
 
@@ -155,10 +158,14 @@ def test_run_training_command_progress_resume_and_failure(tmp_path, monkeypatch,
         assert json.load(f)["argv"] == ["--resume", "--config-file", "cfg.py", "--num-gpus", "2", f"train.output_dir={out}", "a=1"]
 
     capsys.readouterr()
-    with pytest.raises(TrainingRunError, match=r"\[t\] bad run failed .*log.txt"):
+    with pytest.raises(TrainingRunError, match=r"\[t\] bad run failed: exit code 3 \(see .*log.txt"):
         run_training("cfg.py", out, ["fail=1"], "bad run", prefix="t")
     printed = capsys.readouterr().out
     assert "log line 69" in printed and "log line 9\n" not in printed  # the last 60 lines
+    # A crash (here SIGSEGV) leaves no traceback: the error names the signal.
+    with pytest.raises(TrainingRunError, match=r"\[t\] bad run failed: killed by signal 11 \(SIGSEGV\)"):
+        run_training("cfg.py", out, ["crash=1"], "bad run", prefix="t")
+    assert "log line 69" in capsys.readouterr().out
 
 
 # --------------------------------------------------------------------------- benchmark_kd_gain: plan

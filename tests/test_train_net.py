@@ -394,9 +394,9 @@ def test_overhead_benchmark_runs_a_coco_config_on_a_toolkit_dataset(env, tmp_pat
 def test_overhead_benchmark_times_every_phase(env, tmp_path):
     """tools/benchmark_overhead.py end to end on the FitNet config, as the quickstart trains (CPU
     AMP, channels_last): every phase timed and measured, ratios consistent with the phase figures,
-    the cached-teacher phase and the unfused-optimizer phase."""
+    the cached-teacher phase, the unfused-optimizer phase and the dispatched-op counts."""
     out = tmp_path / "overhead.json"
-    args = [OVERHEAD, "--config-file", KD_CFG, "--iters", "2", "--warmup", "0", "--json", str(out), "--amp"]
+    args = [OVERHEAD, "--config-file", KD_CFG, "--iters", "2", "--warmup", "0", "--json", str(out), "--amp", "--count-ops"]
     args += ["--teacher-cache-dir", str(tmp_path / "cache"), "--unfused-optimizer"] + FAST[1:3] + ["train.channels_last=True"]
     _, log = run(args, env)
     with open(out) as f:
@@ -417,6 +417,15 @@ def test_overhead_benchmark_times_every_phase(env, tmp_path):
     assert summary["student_backbone_dtype"] == {p: "bfloat16" for p in expected - {"teacher_forward"}}
     assert "KD step / (student step + teacher forward)" in log
     assert os.path.isfile(tmp_path / "cache" / "cache_info.json")
+    # --count-ops: the exported student dispatches exactly the student's ops; the KD step runs the student's
+    # step and the teacher's forward and more; the fused optimizer is one op where the default loops.
+    ops = {k: v["ops"] for k, v in phases.items()}
+    assert all(n > 0 for n in ops.values())
+    assert ops["exported_inference"] == ops["student_inference"]
+    assert ops["kd_step"] > ops["student_step"] + ops["teacher_forward"]
+    assert ops["student_step_unfused_optimizer"] > ops["student_step"]
+    assert summary["kd_step_ops_over_student_plus_teacher_ops"] == pytest.approx(ops["kd_step"] / (ops["student_step"] + ops["teacher_forward"]))
+    assert "KD step ops / (student step ops + teacher forward ops)" in log
 
 
 DETR_TEACHER_CFG = "projects/DETRDistill/configs/deformable_detr/deformable_detr_r34_tiny_cpu.py"

@@ -29,12 +29,19 @@ process and the peak resident set size above the resident size before that step 
 --skip-memory leaves these processes out, e.g. to repeat a timing whose memory is already measured).
 Every timed iteration is printed as it ends, and the JSON keeps them all (times_ms, in running order)
 besides the medians: on a VM whose speed drifts, the spread shows how far the medians can be trusted.
+--count-ops runs each phase once more, after the timing, and counts the ATen operators it dispatches
+(forward, backward and optimizer; each is at least one kernel launch on a GPU). Where one Python thread
+issuing kernels is the limit (a small batch on a fast GPU: on an H200 at batch 2 the real-scale student
+and KD steps took 25-49 us per dispatched op, docs/results.md), a phase's time follows its op count, so the
+op-count ratio KD step / (student step + teacher fwd), which a CPU can measure, is the launch side of the
+overhead (the same code dispatches about the same operators on either device; a GPU count was not taken).
 
     python tools/benchmark_overhead.py --config-file configs/tiny/retinanet_r34_r18_fitnet_tiny_cpu.py
     python tools/benchmark_overhead.py --config-file CFG --device cuda --iters 50 --batch-size 2
     python tools/benchmark_overhead.py --config-file CFG --teacher-cache-dir /tmp/teacher_cache
     python tools/benchmark_overhead.py --config-file CFG --amp train.channels_last=True   # as the quickstart trains
     python tools/benchmark_overhead.py --config-file CFG --unfused-optimizer
+    python tools/benchmark_overhead.py --config-file CFG --count-ops
 
 --amp runs every forward pass under autocast as train.amp.enabled does (fp16 on CUDA, bfloat16 on
 CPU; backward and optimizer steps outside it; on CUDA without the gradient scaling of a real AMP step); train.channels_last=True converts the models as the
@@ -190,6 +197,25 @@ def make_steps(args, cfg, model, batch):
     return steps, [plain]
 
 
+def count_dispatched_ops(fn) -> int:
+    """Run ``fn`` once; return how many ATen operators it dispatched (below autograd, so the
+    backward's and the optimizer's count too; views and in-place ops included)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class _OpCounter(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.count += 1
+            return func(*args, **(kwargs or {}))
+
+    with _OpCounter() as counter:
+        fn()
+    return counter.count
+
+
 def phase_order(phases, iteration, seed=0):
     """The phases in the order they run at ``iteration``: a random permutation, the same for the
     same (iteration, seed), so that over a run every phase follows various other phases."""
@@ -238,7 +264,8 @@ def time_phases(args, phases):
             else:
                 figures = ", ".join(f"{p} {times[p][-1] * 1000:.0f} ms" for p in phases)
                 print(f"[timed {i - args.warmup + 1}/{args.iters}] {figures}", flush=True)
-    return times, peaks, dtypes
+        ops = {p: count_dispatched_ops(steps[p]) for p in phases} if args.count_ops else {}
+    return times, peaks, dtypes, ops
 
 
 def cpu_peak_rss(args, phase):
@@ -307,6 +334,11 @@ def main(argv=None):
         action="store_true",
         help="also time the student step with the optimizer's default (unfused) kernel",
     )
+    parser.add_argument(
+        "--count-ops",
+        action="store_true",
+        help="also count the ATen operators each phase dispatches (one more run per phase, after the timing)",
+    )
     parser.add_argument("--phase", choices=PHASES + (CACHED_PHASE, UNFUSED_PHASE), help=argparse.SUPPRESS)
     parser.add_argument(
         "--skip-memory",
@@ -323,7 +355,7 @@ def main(argv=None):
 
     phases = PHASES + ((CACHED_PHASE,) if args.teacher_cache_dir else ())
     phases += (UNFUSED_PHASE,) if args.unfused_optimizer else ()
-    times, peaks, dtypes = time_phases(args, phases)
+    times, peaks, dtypes, ops = time_phases(args, phases)
     if not args.device.startswith("cuda"):
         for phase in () if args.skip_memory else phases:
             cmd = [sys.executable, os.path.abspath(__file__), "--phase", phase, "--config-file", args.config_file]
@@ -342,7 +374,8 @@ def main(argv=None):
     width = max(len(p) for p in results)
     for p, r in results.items():
         peak = "     n/a" if r["peak_mb"] is None else f"{r['peak_mb']:8.1f} MB"
-        print(f"{p:<{width}} median {r['median_s'] * 1000:8.1f} ms   {mem_kind} {peak}", flush=True)
+        count = f"   {ops[p]:6d} ops" if ops else ""
+        print(f"{p:<{width}} median {r['median_s'] * 1000:8.1f} ms   {mem_kind} {peak}{count}", flush=True)
 
     s, t, k = (results[p]["median_s"] for p in ("student_step", "teacher_forward", "kd_step"))
     ratio = k / (s + t)
@@ -358,12 +391,17 @@ def main(argv=None):
         "exported_over_student_inference": infer_ratio,
         "phases": {
             p: {"median_ms": r["median_s"] * 1000, "peak_mb": r["peak_mb"], "times_ms": [t * 1000 for t in times[p]]}
+            | ({"ops": ops[p]} if ops else {})
             for p, r in results.items()
         },
         "student_backbone_dtype": dtypes,
     }
     print(f"KD step / (student step + teacher forward) = {ratio:.3f}  (target <= 1.10)")
     print(f"exported student / student inference time  = {infer_ratio:.3f}  (target 1.00)")
+    if ops:
+        op_ratio = ops["kd_step"] / (ops["student_step"] + ops["teacher_forward"])
+        summary["kd_step_ops_over_student_plus_teacher_ops"] = op_ratio
+        print(f"KD step ops / (student step ops + teacher forward ops) = {op_ratio:.3f}")
     if args.teacher_cache_dir:
         cached = results[CACHED_PHASE]["median_s"]
         summary["kd_step_cached_teacher_over_kd_step"] = cached / k
