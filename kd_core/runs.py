@@ -91,7 +91,10 @@ def run_training(
     Prints the command, then ``iter N total_loss X (this run's eta H:MM:SS)`` for every iteration the
     script logs (the eta is Detectron2's estimate for the rest of this run, evaluation excluded). On a
     non-zero exit prints the last 60 lines of the job's output and raises :class:`TrainingRunError`, whose
-    message gives the exit code or the signal that killed the job (a crash leaves no traceback).
+    message gives the exit code or the signal that killed the job. The job runs with Python's fault
+    handler on (``PYTHONFAULTHANDLER=1`` unless the environment sets it), so a crash in native code
+    leaves the Python stack of every thread in that tail; a SIGKILL (e.g. the kernel's OOM killer)
+    leaves nothing but its signal.
     """
     if not os.path.isfile(TRAIN_SCRIPT):
         raise FileNotFoundError(
@@ -103,7 +106,10 @@ def run_training(
     if os.path.isfile(os.path.join(output_dir, "last_checkpoint")):
         cmd.insert(2, "--resume")  # a finished run is not redone; an interrupted one continues
     print(f"[{prefix}] {label}: {' '.join(_display(c) for c in cmd[1:])}", flush=True)
-    full_env = None if env is None else {**os.environ, **{k: str(v) for k, v in env.items()}}
+    # PYTHONFAULTHANDLER: a crash in native code (SIGSEGV, SIGABRT, ...) prints every thread's Python
+    # stack to the job's output before the process dies, so the log tail shows where it happened.
+    full_env = {**os.environ, "PYTHONFAULTHANDLER": os.environ.get("PYTHONFAULTHANDLER", "1")}
+    full_env.update({k: str(v) for k, v in (env or {}).items()})
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env)
     tail: List[str] = []

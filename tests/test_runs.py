@@ -162,10 +162,13 @@ def test_run_training_command_progress_resume_and_failure(tmp_path, monkeypatch,
         run_training("cfg.py", out, ["fail=1"], "bad run", prefix="t")
     printed = capsys.readouterr().out
     assert "log line 69" in printed and "log line 9\n" not in printed  # the last 60 lines
-    # A crash (here SIGSEGV) leaves no traceback: the error names the signal.
+    # A crash (here SIGSEGV): the error names the signal, and the fault handler's stack of the
+    # crashed job is in the printed tail (the job runs with PYTHONFAULTHANDLER=1).
     with pytest.raises(TrainingRunError, match=r"\[t\] bad run failed: killed by signal 11 \(SIGSEGV\)"):
         run_training("cfg.py", out, ["crash=1"], "bad run", prefix="t")
-    assert "log line 69" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "log line 69" in printed and "Fatal Python error: Segmentation fault" in printed
+    assert re.search(r'File ".*fake_train.py", line \d+ in <module>', printed), printed[-1500:]
 
 
 # --------------------------------------------------------------------------- benchmark_kd_gain: plan

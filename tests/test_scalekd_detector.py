@@ -193,11 +193,12 @@ def test_assistant_init_and_optimizer_switches():
     default = build_tiny_scalekd("retinanet")
     attention = default.assistant.module.attention
     assert not attention.out_proj.weight.any() and not attention.ffn[-1].weight.any()
-    assert type(default.assistant.optimizer) is torch.optim.Adam
-    model = build_tiny_scalekd("retinanet", overrides=["csa_zero_init_residual=False", "csa_optimizer=adamw"])
+    assert type(default.assistant.optimizer) is torch.optim.Adam and default.assistant.optimizer.defaults["fused"] is True
+    overrides = ["csa_zero_init_residual=False", "csa_optimizer=adamw", "csa_optimizer_fused=False"]
+    model = build_tiny_scalekd("retinanet", overrides=overrides)
     attention = model.assistant.module.attention
     assert attention.out_proj.weight.any() and attention.ffn[-1].weight.any()
-    assert type(model.assistant.optimizer) is torch.optim.AdamW
+    assert type(model.assistant.optimizer) is torch.optim.AdamW and not model.assistant.optimizer.defaults["fused"]
 
 
 def test_assistant_head_starts_from_the_teacher_head():

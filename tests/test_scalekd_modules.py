@@ -257,6 +257,59 @@ def test_assistant_state_differences_compare_the_settings_no_shape_shows():
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_assistant_fused_optimizer_is_the_same_update_in_one_kernel(optimizer):
+    """The assistant's Adam is PyTorch's fused kernel by default: after 5 steps its weights and
+    state equal the per-tensor implementation's up to float rounding, and one step dispatches a
+    handful of operators instead of a loop over every parameter tensor. A state saved by the
+    per-tensor kernel (a checkpoint from before the default) resumes with that kernel."""
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "benchmark_overhead.py")
+    spec = importlib.util.spec_from_file_location("benchmark_overhead", path)
+    overhead = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(overhead)
+
+    def make(fused):
+        torch.manual_seed(0)
+        module = torch.nn.Sequential(*[torch.nn.Linear(8, 8) for _ in range(6)])
+        return AssistantTrainer(module, lr=1e-2, weight_decay=1e-4, optimizer=optimizer, fused=fused)
+
+    fused, plain = make(True), make(False)
+    assert fused.optimizer.defaults["fused"] is True and not plain.optimizer.defaults["fused"]
+    x = torch.randn(4, 8)
+    ops = {}
+    for trainer in (fused, plain):
+        for _ in range(4):
+            trainer.step(trainer.module(x).pow(2).sum())
+        trainer.optimizer.zero_grad(set_to_none=True)
+        trainer.module(x).pow(2).sum().backward()
+        ops[trainer is fused] = overhead.count_dispatched_ops(trainer.optimizer.step)
+    for a, b in zip(fused.module.parameters(), plain.module.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert ops[True] <= 5 < 12 * 5 <= ops[False], ops  # 12 parameter tensors, each several ops unfused
+    resumed = make(True)
+    resumed.load_state_dict(plain.state_dict())
+    assert not resumed.optimizer.param_groups[0]["fused"]
+    resumed.step(resumed.module(x).pow(2).sum())
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_assistant_prepare_moves_the_step_counters_where_the_kernel_reads_them(fused):
+    """A resumed assistant's state is loaded on the host and moved by ``prepare``: the fused kernel
+    reads Adam's ``step`` on the parameters' device, the per-tensor and foreach kernels on the host.
+    ("meta" stands in for an accelerator: only where each tensor lands is checked.)"""
+    module = torch.nn.Linear(3, 2)
+    trainer = AssistantTrainer(module, fused=fused)
+    trainer.step(module(torch.randn(4, 3)).sum())
+    trainer.prepare("meta")
+    assert module.weight.device.type == "meta"
+    for state in trainer.optimizer.state.values():
+        assert state["exp_avg"].device.type == state["exp_avg_sq"].device.type == "meta"
+        assert state["step"].device.type == ("meta" if fused else "cpu")
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
 def test_assistant_optimizer_weight_decay_on_a_parameter_without_loss_gradient(optimizer):
     # Adam adds weight_decay * w to the gradient and normalizes it: a parameter whose loss gradient is
     # 0 (the attention's query projection behind a zero-init output projection) moves ~lr per step

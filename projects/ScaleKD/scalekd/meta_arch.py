@@ -160,6 +160,8 @@ class ScaleKDDetector(DistillationDetector):
         csa_optimizer: "adam" (the paper's Adam with L2 weight decay) or "adamw" (decoupled decay:
             parameters with small gradients, e.g. the query projection early on, are not driven to
             0 at ``csa_lr`` per step); see :class:`AssistantTrainer`.
+        csa_optimizer_fused: the assistant's Adam as PyTorch's fused kernel (default; the same
+            update up to float rounding); False: PyTorch's default implementation.
         csa_cascade_stages: Cascade R-CNN stages distilled: "last" or "all".
         csa_refresh_targets: after the assistant's step, recompute its outputs (no_grad) for the
             mimic targets, so the student learns from the updated assistant; False reuses the
@@ -200,6 +202,7 @@ class ScaleKDDetector(DistillationDetector):
         csa_lr: float = 3e-4,
         csa_weight_decay: float = 1e-4,
         csa_optimizer: str = "adam",
+        csa_optimizer_fused: bool = True,
         csa_cascade_stages: str = "last",
         csa_refresh_targets: bool = True,
         csa_autocast: bool = False,
@@ -257,7 +260,9 @@ class ScaleKDDetector(DistillationDetector):
                 csa_cascade_stages,
                 csa_zero_init_residual,
             )
-            self.assistant = AssistantTrainer(module, lr=csa_lr, weight_decay=csa_weight_decay, optimizer=csa_optimizer)
+            self.assistant = AssistantTrainer(
+                module, lr=csa_lr, weight_decay=csa_weight_decay, optimizer=csa_optimizer, fused=csa_optimizer_fused
+            )
 
         if self.freeze_student_backbone_iters > 0:
             bottom_up = getattr(student.backbone, "bottom_up", None)
