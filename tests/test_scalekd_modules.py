@@ -258,9 +258,9 @@ def test_assistant_state_differences_compare_the_settings_no_shape_shows():
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])
 def test_assistant_fused_optimizer_is_the_same_update_in_one_kernel(optimizer):
-    """The assistant's Adam is PyTorch's fused kernel by default: after 5 steps its weights and
-    state equal the per-tensor implementation's up to float rounding, and one step dispatches a
-    handful of operators instead of a loop over every parameter tensor. A state saved by the
+    """The assistant's Adam is PyTorch's fused kernel by default: after 5 steps its weights equal
+    the per-tensor implementation's up to float rounding, and one step dispatches a handful of
+    operators instead of a loop over every parameter tensor. A state saved by the
     per-tensor kernel (a checkpoint from before the default) resumes with that kernel."""
     import importlib.util
     import os
