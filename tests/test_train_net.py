@@ -428,6 +428,35 @@ def test_overhead_benchmark_times_every_phase(env, tmp_path):
     assert "KD step ops / (student step ops + teacher forward ops)" in log
 
 
+def test_overhead_exported_student_runs_the_trained_students_weights(tmp_path, monkeypatch):
+    """The exported-student phase is built through the export path but holds the KD model's own
+    student tensors, so after any number of training steps both inference phases run the same
+    weights and give the same detections (with a frozen copy, NMS would see different boxes)."""
+    import importlib.util
+    import types
+
+    monkeypatch.setenv("KD_SYNTHETIC_ROOT", str(tmp_path / "kd_synthetic"))
+    spec = importlib.util.spec_from_file_location("benchmark_overhead", OVERHEAD)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = types.SimpleNamespace(config_file=os.path.join(ROOT, KD_CFG), opts=FAST[1:3], batch_size=2, device="cpu", amp=False)
+    args.teacher_cache_dir, args.unfused_optimizer = "", False
+    cfg, model, batch = bench.build(args)
+    steps, (plain,) = bench.make_steps(args, cfg, model, batch)
+    from detectron2.utils.events import EventStorage
+
+    with EventStorage(10**9):
+        for _ in range(2):
+            steps["kd_step"]()
+    student = dict(model.student.named_parameters())
+    assert all(torch.equal(p, student[k]) for k, p in plain.named_parameters())
+    model.student.eval()
+    with torch.no_grad():
+        a, b = model.student(batch), plain(batch)
+    for x, y in zip(a, b):
+        assert torch.equal(x["instances"].pred_boxes.tensor, y["instances"].pred_boxes.tensor)
+
+
 DETR_TEACHER_CFG = "projects/DETRDistill/configs/deformable_detr/deformable_detr_r34_tiny_cpu.py"
 DETR_KD_CFG = "projects/DETRDistill/configs/detrdistill/deformable_detr_r34_r18_tiny_cpu.py"
 DETR_FAST = [

@@ -137,7 +137,12 @@ def make_steps(args, cfg, model, batch):
     plain = instantiate_student(cfg).to(args.device).eval()
     if cfg.train.get("channels_last", False):
         to_channels_last(plain)
-    plain.load_state_dict(extract_student_state_dict(model.state_dict()))
+    # The exported student is built from the config and loaded through the export path; assign=True
+    # makes it hold the KD model's student tensors themselves (state_dict() shares their storage), so
+    # the two inference phases run the same weights however many steps the other phases take. With a
+    # copy, the trained student and the frozen copy detect different boxes, and NMS, whose work and
+    # (torchvision's batched NMS over many boxes) operator count depend on them, differs between them.
+    plain.load_state_dict(extract_student_state_dict(model.state_dict()), assign=True)
     cache = None
     if args.teacher_cache_dir:
         from kd_core.teacher_cache import TeacherOutputCache, teacher_fingerprint
