@@ -453,6 +453,7 @@ def test_overhead_exported_student_runs_the_trained_students_weights(tmp_path, m
     model.student.eval()
     with torch.no_grad():
         a, b = model.student(batch), plain(batch)
+    assert len(a) == len(b) == len(batch)
     for x, y in zip(a, b):
         assert torch.equal(x["instances"].pred_boxes.tensor, y["instances"].pred_boxes.tensor)
 
