@@ -34,7 +34,10 @@ besides the medians: on a VM whose speed drifts, the spread shows how far the me
 issuing kernels is the limit (a small batch on a fast GPU: on an H200 at batch 2 the real-scale student
 and KD steps took 25-49 us per dispatched op, docs/results.md), a phase's time follows its op count, so the
 op-count ratio KD step / (student step + teacher fwd), which a CPU can measure, is the launch side of the
-overhead (the same code dispatches about the same operators on either device; a GPU count was not taken).
+overhead (the same code dispatches about the same operators on either device, except where PyTorch picks
+another implementation per device: its default optimizers loop over parameter tensors on the CPU and use
+foreach kernels on CUDA; this project's optimizers, the ScaleKD assistant's included, are fused on both.
+A GPU count was not taken).
 
     python tools/benchmark_overhead.py --config-file configs/tiny/retinanet_r34_r18_fitnet_tiny_cpu.py
     python tools/benchmark_overhead.py --config-file CFG --device cuda --iters 50 --batch-size 2
