@@ -1,12 +1,14 @@
 """LazyConfig helpers: strict command-line overrides and access to the packaged common configs."""
 import difflib
+import enum
+import inspect
 import os
-from typing import Sequence
+from typing import List, Sequence
 
 from detectron2.config import LazyConfig
 from omegaconf import OmegaConf
 
-__all__ = ["apply_overrides_strict", "get_config", "get_config_path"]
+__all__ = ["apply_overrides_strict", "constructor_defaults", "get_config", "get_config_path"]
 
 _CONFIG_ROOT = os.path.join(os.path.dirname(__file__), "configs")
 
@@ -64,3 +66,69 @@ def apply_overrides_strict(cfg, overrides: Sequence[str]):
 
 
 _MISSING = object()
+
+
+def _canonical(value) -> str:
+    """A repr of a default argument that is the same in every process: plain values as such,
+    functions and classes by their qualified name, other objects by their type only (their repr
+    may hold a memory address)."""
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        return repr(value)
+    if isinstance(value, enum.Enum):
+        return f"{type(value).__qualname__}.{value.name}"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = [_canonical(v) for v in value]
+        return f"{type(value).__name__}({', '.join(sorted(items) if isinstance(value, (set, frozenset)) else items)})"
+    if isinstance(value, dict):
+        return "dict(" + ", ".join(sorted(f"{_canonical(k)}: {_canonical(v)}" for k, v in value.items())) + ")"
+    if hasattr(value, "__qualname__") and hasattr(value, "__module__"):
+        return f"{value.__module__}.{value.__qualname__}"
+    return f"<{type(value).__module__}.{type(value).__qualname__}>"
+
+
+def constructor_defaults(cfg) -> List[str]:
+    """The arguments that ``instantiate(cfg)`` would leave at their defaults, one line per argument.
+
+    For every ``LazyCall`` node of ``cfg`` (a dict with ``_target_``, at any depth), each parameter
+    of the target's signature that has a default and that the node does not set gives
+    ``"<key path>: <module>.<target>.<name>=<default>"`` (see ``_canonical`` for how defaults are
+    written). A config's own values say only what it sets; these lines say what else its objects
+    are built with, so that a digest of both changes when a constructor default does. Targets that
+    cannot be imported or inspected give one line saying so. Defaults of objects that a
+    constructor builds itself, without a config node, are not covered."""
+    from detectron2.utils.registry import locate
+
+    lines: List[str] = []
+
+    def walk(node, path: str) -> None:
+        if OmegaConf.is_list(node) or isinstance(node, (list, tuple)):
+            for i, v in enumerate(node):
+                walk(v, f"{path}.{i}" if path else str(i))
+            return
+        if not (OmegaConf.is_dict(node) or isinstance(node, dict)):
+            return
+        keys = list(node.keys())
+        if "_target_" in keys:
+            target = node["_target_"]
+            name = target if isinstance(target, str) else f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', repr(target))}"
+            try:
+                obj = locate(target) if isinstance(target, str) else target
+                params = inspect.signature(obj).parameters.values()
+            except Exception as e:  # noqa: BLE001 (a digest must not fail on an odd target)
+                lines.append(f"{path or '<root>'}: {name} (signature not available: {type(e).__name__})")
+                params = ()
+            for p in params:
+                if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.default is p.empty or p.name in keys:
+                    continue
+                lines.append(f"{path or '<root>'}: {name}.{p.name}={_canonical(p.default)}")
+        for k in keys:
+            if k == "_target_":
+                continue
+            try:
+                value = node[k]
+            except Exception:  # noqa: BLE001 (a missing "???" value or an unresolvable interpolation: nothing to walk)
+                continue
+            walk(value, f"{path}.{k}" if path else str(k))
+
+    walk(cfg, "")
+    return lines

@@ -521,6 +521,59 @@ def test_config_digest_follows_the_resolved_contents(tmp_path):
     bench.config_digest.cache_clear()
 
 
+def test_config_digest_follows_constructor_defaults(tmp_path, monkeypatch):
+    """A constructor default that the config leaves in place is part of the digest: changing it
+    (as the nineteenth session did with ScaleKDDetector(csa_optimizer_fused=True)) gives a new run folder."""
+    from detectron2.config import LazyConfig
+
+    from kd_core.config import constructor_defaults
+
+    module = tmp_path / "digest_probe_net.py"
+    module.write_text("class Net:\n    def __init__(self, width, fused=True, *args, **kwargs):\n        pass\n")
+    (tmp_path / "cfg.py").write_text(
+        "from detectron2.config import LazyCall as L\nfrom digest_probe_net import Net\n\nmodel = L(Net)(width=4)\nother = dict(x=[L(Net)(width=1, fused=False)])\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = str(tmp_path / "cfg.py")
+    assert constructor_defaults(LazyConfig.load(config)) == ["model: digest_probe_net.Net.fused=True"]  # not width, not the set one
+    bench.config_digest.cache_clear()
+    first = bench.config_digest(config)
+    module.write_text("class Net:\n    def __init__(self, width, fused=False, *args, **kwargs):\n        pass\n")
+    monkeypatch.delitem(sys.modules, "digest_probe_net")
+    importlib.invalidate_caches()
+    bench.config_digest.cache_clear()
+    assert bench.config_digest(config) != first
+    bench.config_digest.cache_clear()
+
+
+def test_library_code_digest_and_the_note_on_reused_runs(tmp_path, monkeypatch):
+    """The library code digest covers kd_core and the projects' packages, not their configs; a reused
+    run says whether it was trained with other library code or with code that was not recorded."""
+    for rel in ("kd_core/a.py", "projects/P/pkg/b.py", "projects/P/configs/c.py", "tools/lazyconfig_train_net.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x = 1\n")
+    monkeypatch.setattr(bench, "ROOT", str(tmp_path))
+    bench.library_code_digest.cache_clear()
+    first = bench.library_code_digest()
+    (tmp_path / "projects/P/configs/c.py").write_text("x = 2\n")
+    bench.library_code_digest.cache_clear()
+    assert bench.library_code_digest() == first
+    (tmp_path / "projects/P/pkg/b.py").write_text("x = 2\n")
+    bench.library_code_digest.cache_clear()
+    now = bench.library_code_digest()
+    assert now != first
+
+    run = bench.Run(output_dir=str(tmp_path / "run"), config="c.py", overrides=[], label="r", max_iter=300)
+    os.makedirs(run.output_dir)
+    assert "not recorded" in bench._code_note(run)
+    info = os.path.join(run.output_dir, bench.RUN_INFO)
+    for recorded, note in ((first, "trained with other library code"), (now, "")):
+        with open(info, "w") as f:
+            json.dump({"seconds": 1.0, "library_code": recorded}, f)
+        assert (note in bench._code_note(run)) if note else bench._code_note(run) == ""
+    bench.library_code_digest.cache_clear()
+
+
 # --------------------------------------------------------------------------- quickstart
 
 

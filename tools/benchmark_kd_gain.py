@@ -43,7 +43,9 @@ Scales:
 Run folders: <output-dir>/<dataset>/<role>-...-seedN-<hash of config, its resolved contents and
 overrides>. Finished runs (model_final.pth and the final evaluation in metrics.json) are reused;
 interrupted ones resume from their last checkpoint; a changed override (--opts, --kd-opts, --teacher-weights,
-...) or config value gives a new folder (a change of library code does not: use a new --output-dir). Methods
+...), config value or constructor default left in place gives a new folder. Other changes of library code do
+not: a reused run trained with other library code (recorded in its benchmark_run.json) says so, and a new
+--output-dir trains it again. Methods
 that train the same config share the run (e.g. the RetinaNet R34 teacher and R18 baseline of
 scalekd_retinanet and fitnet; the Faster R-CNN pair's of scalekd_faster_rcnn and its plain feature-KD
 control, fitnet_faster_rcnn; the FCOS pair's of scalekd_fcos and its control, fitnet_fcos).
@@ -66,6 +68,7 @@ $KD_DATASETS, else ../shared/datasets), coco (COCO 2017 via $DETECTRON2_DATASETS
 import argparse
 import dataclasses
 import functools
+import glob
 import hashlib
 import json
 import math
@@ -469,11 +472,44 @@ def _abs(path: str) -> str:
 @functools.lru_cache(maxsize=None)
 def config_digest(config: str) -> str:
     """sha1 of the resolved LazyConfig ``config`` (``LazyConfig.to_py``: every value, including
-    those imported from other config files). Code outside the configs is not covered: after a
-    change of the library itself, use a new --output-dir."""
+    those imported from other config files) and of the constructor defaults it leaves in place
+    (``kd_core.config.constructor_defaults``: a changed default of a configured class, e.g.
+    ``ScaleKDDetector(csa_optimizer_fused=...)``, gives a new digest). Other library code is not
+    covered: ``library_code_digest`` records it in each run and a reused run says when it differs."""
     from detectron2.config import LazyConfig
 
-    return hashlib.sha1(LazyConfig.to_py(LazyConfig.load(_abs(config))).encode()).hexdigest()
+    from kd_core.config import constructor_defaults
+
+    cfg = LazyConfig.load(_abs(config))
+    text = LazyConfig.to_py(cfg) + "\n# constructor defaults\n" + "\n".join(constructor_defaults(cfg))
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def library_code_digest() -> str:
+    """sha1 of the library's Python sources that a run executes: kd_core/, the projects' packages
+    (projects/*/, without their configs/ and tools/) and tools/lazyconfig_train_net.py, by path
+    and contents. Recorded in each finished run's RUN_INFO; not part of the run folder's name."""
+    files = [os.path.join(ROOT, "tools", "lazyconfig_train_net.py")]
+    for top in [os.path.join(ROOT, "kd_core")] + sorted(glob.glob(os.path.join(ROOT, "projects", "*"))):
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames[:] = sorted(d for d in dirnames if d not in ("configs", "tools", "__pycache__") and not d.startswith("."))
+            files += [os.path.join(dirpath, f) for f in sorted(filenames) if f.endswith(".py")]
+    digest = hashlib.sha1()
+    for path in files:
+        digest.update(os.path.relpath(path, ROOT).encode() + b"\0")
+        with open(path, "rb") as f:
+            digest.update(f.read() + b"\0")
+    return digest.hexdigest()
+
+
+def run_library_code(run: "Run") -> Optional[str]:
+    """The library_code_digest recorded when ``run`` finished (None for runs from before it was recorded)."""
+    path = os.path.join(run.output_dir, RUN_INFO)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f).get("library_code")
 
 
 def _kd_teacher_weights(kd_config: str) -> str:
@@ -656,7 +692,21 @@ def execute(run: Run, env: Mapping[str, str], num_gpus: int, prune_checkpoints: 
             if name.endswith(".pth") or name == "last_checkpoint":
                 os.remove(os.path.join(run.output_dir, name))
     with open(os.path.join(run.output_dir, RUN_INFO), "w") as f:
-        json.dump({"seconds": seconds, "command": command_line(run, num_gpus), "env": dict(env), "pruned": pruned}, f, indent=1)
+        json.dump(
+            {"seconds": seconds, "command": command_line(run, num_gpus), "env": dict(env), "pruned": pruned, "library_code": library_code_digest()},
+            f,
+            indent=1,
+        )
+
+
+def _code_note(run: Run) -> str:
+    """What a reused run's output says about the library code it was trained with."""
+    recorded = run_library_code(run)
+    if recorded is None:
+        return "; its library code was not recorded (a run from before that was)"
+    if recorded != library_code_digest():
+        return f"; trained with other library code ({recorded[:10]}, now {library_code_digest()[:10]}): use a new --output-dir to train it again"
+    return ""
 
 
 def run_seconds(run: Run) -> Optional[float]:
@@ -876,7 +926,7 @@ def main(argv=None):
     if args.dry_run:
         env_prefix = "".join(f"{k}={v} " for k, v in env.items())
         for run in runs:
-            state = "done, reused" if run.done() else "to run"
+            state = f"done, reused{_code_note(run)}" if run.done() else "to run"
             note = " (generated config)" if run.generated_config is not None else ""
             print(f"# {run.label} [{state}]{note}")
             print(env_prefix + "python " + " ".join(command_line(run, args.num_gpus)))
@@ -884,7 +934,7 @@ def main(argv=None):
 
     for i, run in enumerate(runs, 1):
         if run.done():
-            print(f"[{PREFIX}] ({i}/{len(runs)}) {run.label}: finished earlier, reused ({run.output_dir})", flush=True)
+            print(f"[{PREFIX}] ({i}/{len(runs)}) {run.label}: finished earlier, reused ({run.output_dir}){_code_note(run)}", flush=True)
             continue
         print(f"[{PREFIX}] ({i}/{len(runs)}) {run.label}", flush=True)
         execute(run, env, args.num_gpus, args.prune_checkpoints)
