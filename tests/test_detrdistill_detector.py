@@ -103,6 +103,61 @@ def test_each_component_reaches_the_student(model_cfg):
         assert grads and sum(grads) > 0, key
 
 
+def test_logits_matching_is_solved_while_the_other_losses_are_issued(model_cfg, monkeypatch):
+    """The step starts every matching (the student's and the query group's to ground truth, the
+    logits KD's to the teacher), all solved in the background thread, and issues the feature KD
+    before it waits for any: the solver here holds the student-to-teacher matrices until the
+    feature KD has run. The losses (same keys, same order) and gradients are bit-identical to the
+    step with the logits KD's matching solved synchronously."""
+    import threading
+
+    from detrdistill.distill import logits_kd as logits_kd_module
+    from kd_core import matching
+    from kd_core.matching import PendingAssignments, linear_sum_assignment_batch
+
+    def step(model):
+        model.zero_grad()
+        with EventStorage(0):
+            losses = model(_batch())
+        sum(losses.values()).backward()
+        return losses, [p.grad.clone() for p in model.student.parameters() if p.grad is not None]
+
+    teacher_model = _model(model_cfg, seed=1)
+    model = _detector(_model(model_cfg), teacher_model)
+    model.train()
+
+    with monkeypatch.context() as m:  # the reference: solved in the calling thread, before the other losses
+        m.setattr(logits_kd_module, "linear_sum_assignment_batch_async", lambda costs: PendingAssignments.finished(linear_sum_assignment_batch(costs)))
+        ref_losses, ref_grads = step(model)
+
+    feature_kd_ran = threading.Event()
+    feature_forward = model.feature_kd.forward
+
+    def feature_kd_forward(*args, **kwargs):
+        feature_kd_ran.set()
+        return feature_forward(*args, **kwargs)
+
+    scipy_solver = matching.linear_sum_assignment
+    solved_in_background = []
+    queries = model_cfg.num_queries
+
+    def solver(block):
+        if threading.current_thread().name.startswith("kd_matching"):
+            solved_in_background.append(block.shape)
+            if block.shape == (queries, queries):  # student to teacher: held until the feature KD is issued
+                assert feature_kd_ran.wait(30), "the step waited for the logits KD's matching before issuing the feature KD"
+        return scipy_solver(block)
+
+    monkeypatch.setattr(model.feature_kd, "forward", feature_kd_forward)
+    monkeypatch.setattr(matching, "linear_sum_assignment", solver)
+    losses, grads = step(model)
+    per_call = 2 * model_cfg.num_decoder_layers  # layers x images
+    # the student's and the query group's matchings to the 2 ground-truth boxes, then the logits KD's
+    assert solved_in_background == [(queries, 2)] * (2 * per_call) + [(queries, queries)] * per_call
+    assert list(losses) == list(ref_losses)
+    assert all(torch.equal(losses[k], ref_losses[k]) for k in losses)
+    assert len(grads) == len(ref_grads) and all(torch.equal(a, b) for a, b in zip(grads, ref_grads))
+
 def test_student_equal_to_teacher_gives_minimal_kd(model_cfg):
     teacher_model = _model(model_cfg, seed=3)
     student = copy.deepcopy(teacher_model)

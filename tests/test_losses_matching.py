@@ -121,6 +121,49 @@ def test_linear_sum_assignment_batch_threads_give_scipy_solutions():
         linear_sum_assignment_batch(bad, max_workers=4)
 
 
+def test_linear_sum_assignment_batch_async_solves_in_the_background(monkeypatch):
+    """The asynchronous variant returns before anything is solved (the solver here waits for the
+    caller to go on), solves in the background thread, gives the synchronous solutions, raises a
+    non-finite cost's error at result(), and a forked child gets a thread of its own."""
+    import threading
+
+    from kd_core import matching
+
+    g = torch.Generator().manual_seed(0)
+    costs = [torch.rand(n, m, generator=g) for n, m in ((120, 110), (7, 3), (0, 5), (150, 150))]
+    expected = linear_sum_assignment_batch(costs, max_workers=1)
+    scipy_solver = matching.linear_sum_assignment
+    caller_went_on = threading.Event()
+    threads = set()
+
+    def waiting_solver(block):
+        threads.add(threading.current_thread().name)
+        assert caller_went_on.wait(30), "the caller was blocked until the assignments were solved"
+        return scipy_solver(block)
+
+    monkeypatch.setattr(matching, "linear_sum_assignment", waiting_solver)
+    pending = matching.linear_sum_assignment_batch_async(costs, max_workers=1)
+    caller_went_on.set()
+    solved = pending.result()
+    assert pending.result() is solved  # solved once
+    assert all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(expected, solved))
+    assert threads and all(name.startswith("kd_matching") for name in threads), threads
+    assert matching.linear_sum_assignment_batch_async([]).result() == []
+    chained = matching.linear_sum_assignment_batch_async(costs[:2]).then(len)
+    assert chained.result() == 2
+
+    bad = [c.clone() for c in costs]
+    bad[0][3, 7] = float("inf")
+    pending = matching.linear_sum_assignment_batch_async(bad)  # no error yet: it is raised where the result is read
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        pending.result()
+
+    pool = matching._background()
+    assert matching._background() is pool
+    monkeypatch.setattr(matching, "_BACKGROUND", (-1, pool))  # as a forked child sees its parent's pool
+    assert matching._background() is not pool
+
+
 def test_hungarian_matcher_recovers_permutation_and_zero_gt():
     # three predictions are exact copies of three targets in shuffled order
     tgt_boxes = torch.tensor([[0.2, 0.2, 0.1, 0.1], [0.7, 0.6, 0.3, 0.2], [0.5, 0.5, 0.5, 0.5]])

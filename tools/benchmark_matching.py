@@ -13,8 +13,17 @@ docs/results.md). Costs are uniform random numbers; trained networks' costs may 
 Each repeat times every worker count once, in a new order, and the medians are printed, with the
 speedup over one thread. Figures only: nothing is asserted.
 
+--overlap-ops N adds the comparison that ``linear_sum_assignment_batch_async`` is for: the caller
+issues N small tensor operations (N / 2 multiply-adds on 64 floats: host dispatch time, as a GPU
+step's launches are) either after the synchronous matching or while the background thread solves
+(the DETRDistill step issues the student's, feature and query-group losses there). Printed: the
+median of each order and their ratio. An op here costs the host a few microseconds, a GPU step's
+about 25-30 (docs/results.md), so N = 10x the GPU step's op count gives its host time. --torch-threads
+sets PyTorch's CPU threads: a GPU step leaves them idle, a CPU training run keeps them busy.
+
     python tools/benchmark_matching.py
     python tools/benchmark_matching.py --blocks 12 --rows 300 --cols 300 --workers 1 2 8 --repeats 20
+    python tools/benchmark_matching.py --overlap-ops 15000 --repeats 30 --torch-threads 1
 """
 import argparse
 import os
@@ -40,15 +49,19 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, nargs="+", default=None, help="default: 1 and the default count")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overlap-ops", type=int, default=0, help="also time N small ops issued after / during the matching")
+    parser.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads (default: PyTorch's)")
     args = parser.parse_args(argv)
 
+    if args.torch_threads is not None:
+        torch.set_num_threads(args.torch_threads)
     workers = args.workers or sorted({1, default_matching_workers()})
     g = torch.Generator().manual_seed(args.seed)
     costs = [torch.rand(args.rows, args.cols, generator=g) for _ in range(args.blocks)]
     costs += [torch.rand(args.rows, args.gt, generator=g) for _ in range(args.gt_blocks)]
     print(
         f"{args.blocks} x ({args.rows} x {args.cols}) + {args.gt_blocks} x ({args.rows} x {args.gt}) cost matrices; "
-        f"usable CPUs {default_matching_workers()} (capped at 8); {args.repeats} repeats",
+        f"usable CPUs {default_matching_workers()} (capped at 8); PyTorch threads {torch.get_num_threads()}; {args.repeats} repeats",
         flush=True,
     )
     reference = linear_sum_assignment_batch(costs, max_workers=1)
@@ -68,6 +81,48 @@ def main(argv=None):
             f"workers {w:2d}: median {median * 1000:8.2f} ms  (min {min(times[w]) * 1000:.2f}, max {max(times[w]) * 1000:.2f})"
             f"   {base / median:5.2f}x vs {workers[0]} worker(s)"
         )
+    if args.overlap_ops > 0:
+        overlap(costs, reference, args.overlap_ops, args.repeats, rng)
+
+
+def overlap(costs, reference, num_ops: int, repeats: int, rng) -> None:
+    """Median time of (matching, then num_ops small ops) against (start the matching, num_ops small
+    ops, wait for it), default solver threads."""
+    import torch
+
+    from kd_core.matching import linear_sum_assignment_batch, linear_sum_assignment_batch_async
+
+    x = torch.rand(64)
+
+    def issue():
+        y = x
+        for _ in range(num_ops // 2):
+            y = y * 1.0001 + 1e-6
+        return y
+
+    def sync():
+        solution = linear_sum_assignment_batch(costs)
+        issue()
+        return solution
+
+    def background():
+        pending = linear_sum_assignment_batch_async(costs)
+        issue()
+        return pending.result()
+
+    orders = {"ops alone": lambda: (issue(), reference)[1], "matching, then ops": sync, "ops during the matching": background}
+    times = {name: [] for name in orders}
+    for _ in range(repeats):
+        for name in rng.sample(list(orders), len(orders)):
+            start = time.perf_counter()
+            solution = orders[name]()
+            times[name].append(time.perf_counter() - start)
+            if any(not torch.equal(a, c) or not torch.equal(b, d) for (a, b), (c, d) in zip(reference, solution)):
+                raise SystemExit(f"'{name}' gave another assignment than one thread")
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    for name, median in medians.items():
+        print(f"{name:<24} ({num_ops} ops): median {median * 1000:8.2f} ms  (min {min(times[name]) * 1000:.2f}, max {max(times[name]) * 1000:.2f})")
+    print(f"ops during / after the matching: {medians['ops during the matching'] / medians['matching, then ops']:.3f}")
 
 
 if __name__ == "__main__":

@@ -162,32 +162,35 @@ class DETRDistillDetector(DistillationDetector):
         t_out = self.run_teacher(batched_inputs)  # run_detr under no_grad, eval mode
         extra = self._teacher_query_group(t_out) if self.query_kd else None
         s_out = student.run(images, extra_queries=extra)
-        losses, _ = student.compute_losses(s_out, targets)
 
         iteration = current_iteration()
         w = {k: s(iteration) for k, s in self.schedules.items()}
         teacher_gt = None
         if self._needs_teacher_assignment():
             teacher_gt = match_teacher_to_ground_truth(self.teacher_matcher, t_out.logits, t_out.boxes, targets)
-
-        if self.logits_kd is not None:
-            if w["logits"] == 0.0 and (self.relation_kd is None or w["relation"] == 0.0):
-                losses.update(_zeros_tied_to(None, HungarianLogitsDistillation.LOSS_NAMES))
-                matching = None
-            else:
-                matching = self.logits_kd.match(s_out.logits, s_out.boxes, t_out.logits, t_out.boxes, teacher_gt)
-                kd = self.logits_kd(s_out.logits, s_out.boxes, t_out.logits, t_out.boxes, teacher_gt, matching=matching)
-                losses.update({k: v * w["logits"] for k, v in kd.items()})
-            if self.relation_kd is not None:
-                if w["relation"] == 0.0 or matching is None:
-                    losses.update(_zeros_tied_to(self.relation_kd, ["loss_kd_relation"]))
-                else:
-                    kd = self.relation_kd(s_out.hidden_states, t_out.hidden_states, matching.layer_pairs, matching.indices)
-                    losses.update({k: v * w["relation"] for k, v in kd.items()})
-
+        # Every Hungarian matching of the step is started before any is waited for: their costs are
+        # computed and their copies to the host queued back to back, a background thread solves
+        # them in this order (the small ground-truth ones first), and this thread meanwhile issues
+        # the feature KD, then each loss as its matching arrives, the logits KD's (the largest)
+        # last. On a GPU the device computes while the host solves, instead of waiting for the
+        # host three times. The losses dict keeps one key order (student, logits, relation,
+        # feature, query group).
+        pending_student = student.criterion.start_match(s_out.logits, s_out.boxes, targets)
+        group_indices = None
+        pending_group = None
+        if self.query_kd:
+            group_indices = query_group_indices(
+                self.query_kd_assignment, teacher_gt, s_out.extra.logits.shape[0], self.query_kd_layer_mapping
+            )
+            if group_indices is None:  # "fresh": the group matched to ground truth anew
+                pending_group = student.criterion.start_match(s_out.extra.logits, s_out.extra.boxes, targets)
+        pending_matching = None
+        if self.logits_kd is not None and not (w["logits"] == 0.0 and (self.relation_kd is None or w["relation"] == 0.0)):
+            pending_matching = self.logits_kd.start_match(s_out.logits, s_out.boxes, t_out.logits, t_out.boxes, teacher_gt)
+        feature_losses = {}
         if self.feature_kd is not None:
             if w["feature"] == 0.0:
-                losses.update(_zeros_tied_to(self.feature_kd, ["loss_kd_feature"]))
+                feature_losses = _zeros_tied_to(self.feature_kd, ["loss_kd_feature"])
             else:
                 kd = self.feature_kd(
                     s_out.features,
@@ -198,13 +201,30 @@ class DETRDistillDetector(DistillationDetector):
                     t_out.hidden_states,
                     targets,
                 )
-                losses.update({k: v * w["feature"] for k, v in kd.items()})
+                feature_losses = {k: v * w["feature"] for k, v in kd.items()}
 
+        losses, _ = student.compute_losses(s_out, targets, indices=pending_student.result())
+
+        query_losses = {}
         if self.query_kd:
             group = s_out.extra
-            indices = query_group_indices(
-                self.query_kd_assignment, teacher_gt, group.logits.shape[0], self.query_kd_layer_mapping
-            )
+            indices = pending_group.result() if pending_group is not None else group_indices
             group_losses, _ = student.criterion(group.logits, group.boxes, targets, indices=indices)
-            losses.update({k: v * w["query"] for k, v in prefix_query_group_losses(group_losses).items()})
+            query_losses = {k: v * w["query"] for k, v in prefix_query_group_losses(group_losses).items()}
+
+        if self.logits_kd is not None:
+            matching = None if pending_matching is None else pending_matching.result()
+            if matching is None:
+                losses.update(_zeros_tied_to(None, HungarianLogitsDistillation.LOSS_NAMES))
+            else:
+                kd = self.logits_kd(s_out.logits, s_out.boxes, t_out.logits, t_out.boxes, teacher_gt, matching=matching)
+                losses.update({k: v * w["logits"] for k, v in kd.items()})
+            if self.relation_kd is not None:
+                if w["relation"] == 0.0 or matching is None:
+                    losses.update(_zeros_tied_to(self.relation_kd, ["loss_kd_relation"]))
+                else:
+                    kd = self.relation_kd(s_out.hidden_states, t_out.hidden_states, matching.layer_pairs, matching.indices)
+                    losses.update({k: v * w["relation"] for k, v in kd.items()})
+        losses.update(feature_losses)
+        losses.update(query_losses)
         return losses

@@ -19,7 +19,12 @@ from torch import nn
 
 from kd_core.distributed import mean_across_processes
 from kd_core.losses import box_l1_loss, giou_loss, pairwise_giou_cxcywh, soft_bce_with_logits
-from kd_core.matching import linear_sum_assignment_batch, soft_bce_class_cost
+from kd_core.matching import (
+    PendingAssignments,
+    linear_sum_assignment_batch,
+    linear_sum_assignment_batch_async,
+    soft_bce_class_cost,
+)
 
 from .layer_mapping import build_layer_mapping, resolve_layer_mapping_mode
 
@@ -165,16 +170,25 @@ class HungarianLogitsDistillation(nn.Module):
                 f"Batch-size mismatch: student {student_logits.shape[1]} vs teacher {teacher_logits.shape[1]} images."
             )
 
+    def match(self, *inputs, **kwargs) -> LogitsMatching:
+        """The :class:`LogitsMatching` of :meth:`start_match` (same arguments), waited for."""
+        return self.start_match(*inputs, **kwargs).result()
+
     @torch.no_grad()
-    def match(
+    def start_match(
         self,
         student_logits: torch.Tensor,
         student_boxes: torch.Tensor,
         teacher_logits: torch.Tensor,
         teacher_boxes: torch.Tensor,
         teacher_gt_indices: Optional[Sequence[Sequence[ImageIndices]]] = None,
-    ) -> LogitsMatching:
-        """Match student to teacher predictions for every mapped layer pair (one host transfer).
+    ) -> PendingAssignments:
+        """Match student to teacher predictions for every mapped layer pair (one host transfer), the
+        "code" mode's assignments solved in a background thread
+        (``kd_core.matching.linear_sum_assignment_batch_async``): the costs are computed and their
+        copy queued here, and ``.result()`` gives the :class:`LogitsMatching`. The caller can issue
+        other losses in between; the GPU then runs them while the host solves. "paper" mode is
+        matched here (it needs the teacher's assignment on the host first).
 
         Args:
             student_logits: (Ls, B, Qs, C); student_boxes: (Ls, B, Qs, 4) normalized cxcywh.
@@ -202,9 +216,10 @@ class HungarianLogitsDistillation(nn.Module):
         )  # (P, B, Qs, Qt)
 
         if self.mode == "code":
-            flat = linear_sum_assignment_batch([cost[p, b] for p in range(len(pairs)) for b in range(bs)])
-            indices = [flat[p * bs : (p + 1) * bs] for p in range(len(pairs))]
-            return LogitsMatching(layer_pairs=pairs, indices=indices)
+            pending = linear_sum_assignment_batch_async([cost[p, b] for p in range(len(pairs)) for b in range(bs)])
+            return pending.then(
+                lambda flat: LogitsMatching(layer_pairs=pairs, indices=[flat[p * bs : (p + 1) * bs] for p in range(len(pairs))])
+            )
 
         # paper mode
         if teacher_gt_indices is None:
@@ -234,7 +249,7 @@ class HungarianLogitsDistillation(nn.Module):
         background = [
             [order[p, b, : min(num_qs, num_qt - len(pos_cols[p][b]))] for b in range(bs)] for p in range(len(pairs))
         ]
-        return LogitsMatching(layer_pairs=pairs, indices=indices, background_indices=background)
+        return PendingAssignments.finished(LogitsMatching(layer_pairs=pairs, indices=indices, background_indices=background))
 
     def forward(
         self,

@@ -11,6 +11,7 @@ from torchvision.ops import sigmoid_focal_loss
 
 from kd_core.distributed import mean_across_processes
 from kd_core.losses import box_l1_loss, giou_loss
+from kd_core.matching import PendingAssignments
 
 __all__ = ["SetCriterion", "LayerIndices", "num_boxes_across_processes"]
 
@@ -85,6 +86,17 @@ class SetCriterion(nn.Module):
         num_layers, bs = logits.shape[:2]
         flat = self.matcher(logits.flatten(0, 1), boxes.flatten(0, 1), list(targets) * num_layers)
         return [flat[layer * bs : (layer + 1) * bs] for layer in range(num_layers)]
+
+    @torch.no_grad()
+    def start_match(self, logits: torch.Tensor, boxes: torch.Tensor, targets: Sequence[dict]) -> PendingAssignments:
+        """:meth:`match` solved in the background where the matcher can (``HungarianMatcher.start``):
+        the costs are computed and their copy queued here; ``.result()`` gives :meth:`match`'s value,
+        to pass as ``indices``. A matcher without ``start`` matches here."""
+        num_layers, bs = logits.shape[:2]
+        args = (logits.flatten(0, 1), boxes.flatten(0, 1), list(targets) * num_layers)
+        start = getattr(self.matcher, "start", None)
+        pending = start(*args) if start is not None else PendingAssignments.finished(self.matcher(*args))
+        return pending.then(lambda flat: [flat[layer * bs : (layer + 1) * bs] for layer in range(num_layers)])
 
     def forward(
         self,

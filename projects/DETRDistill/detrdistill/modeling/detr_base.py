@@ -6,7 +6,7 @@ image normalization and padding, padding masks, target preparation, the set-pred
 and top-k inference. It also provides the class-head check used when loading checkpoints
 (``kd_core.checkpoint.ClassHeadCheckpointer``) and the name-based learning-rate factor of DETR recipes.
 """
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -180,14 +180,18 @@ class DETRBase(nn.Module):
 
     # ------------------------------------------------------------------ losses / outputs
     def compute_losses(
-        self, outputs: DETROutputs, targets: Sequence[dict]
+        self, outputs: DETROutputs, targets: Sequence[dict], indices: Optional[LayerIndices] = None
     ) -> Tuple[Dict[str, torch.Tensor], LayerIndices]:
         """Set-prediction loss on every decoder layer (+ "_enc" losses of two-stage proposals).
 
+        Args:
+            indices: the decoder outputs' matching to ``targets`` if already made
+                (``self.criterion.start_match(outputs.logits, outputs.boxes, targets).result()``);
+                None: matched here.
         Returns:
             ``(losses, indices)``, indices being the per-layer matching of the decoder outputs.
         """
-        losses, indices = self.criterion(outputs.logits, outputs.boxes, targets)
+        losses, indices = self.criterion(outputs.logits, outputs.boxes, targets, indices=indices)
         if outputs.enc_outputs is not None:
             # Two-stage proposals are class-agnostic: every target is class 0.
             binary_targets = [{"labels": torch.zeros_like(t["labels"]), "boxes": t["boxes"]} for t in targets]
