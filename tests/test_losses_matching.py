@@ -230,3 +230,14 @@ def test_matching_benchmark_tool_times_every_worker_count(capsys):
     out = capsys.readouterr().out
     assert "3 x (120 x 100) + 2 x (120 x 20) cost matrices" in out
     assert "workers  1: median" in out and "1.00x vs 1 worker(s)" in out and "workers  3: median" in out
+
+    threads = torch.get_num_threads()
+    try:
+        main(["--blocks", "2", "--rows", "120", "--cols", "100", "--gt-blocks", "0", "--repeats", "2", "--workers", "1", "--overlap-ops", "40", "--torch-threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "PyTorch threads 1" in out
+    for order in ("ops alone", "matching, then ops", "ops during the matching"):
+        assert f"{order:<24} (40 ops): median" in out
+    assert "ops during / after the matching:" in out
