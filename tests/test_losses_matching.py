@@ -72,6 +72,49 @@ def test_box_l1_and_giou_hand_values():
     assert torch.isfinite(loss).all() and torch.isfinite(d.grad).all()
 
 
+def test_giou_loss_equals_torchvisions_without_boolean_indexing():
+    """kd_core's giou_loss gives torchvision's values and gradients (overlapping, disjoint and
+    degenerate pairs, both formats) and dispatches no boolean indexing (a host sync on a GPU)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torchvision.ops import box_convert, generalized_box_iou_loss
+
+    g = torch.Generator().manual_seed(0)
+    centers = torch.rand(500, 2, generator=g)
+    sizes = torch.rand(500, 2, generator=g) * 0.3
+    sizes[:20] = 0.0  # degenerate
+    pred = torch.cat([centers, sizes], 1)
+    target = torch.cat([centers + torch.randn(500, 2, generator=g) * 0.15, sizes.flip(1) + 0.01], 1)  # some disjoint
+
+    class BooleanIndexing(TorchDispatchMode):
+        found = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.__name__.startswith(("index", "nonzero", "masked_select")):
+                indices = args[1] if len(args) > 1 and isinstance(args[1], (list, tuple)) else []
+                if "nonzero" in func.__name__ or "masked_select" in func.__name__ or any(
+                    torch.is_tensor(i) and i.dtype == torch.bool for i in indices
+                ):
+                    self.found.append(func.__name__)
+            return func(*args, **(kwargs or {}))
+
+    for fmt, p, t in (("cxcywh", pred, target), ("xyxy", box_convert(pred, "cxcywh", "xyxy"), box_convert(target, "cxcywh", "xyxy"))):
+        ours_in = p.clone().requires_grad_()
+        with BooleanIndexing():
+            ours = giou_loss(ours_in, t, box_format=fmt)
+            ours.sum().backward()
+        theirs_in = p.clone().requires_grad_()
+        theirs = generalized_box_iou_loss(
+            box_convert(theirs_in, fmt, "xyxy") if fmt != "xyxy" else theirs_in,
+            box_convert(t, fmt, "xyxy") if fmt != "xyxy" else t,
+            reduction="none",
+            eps=1e-7,
+        )
+        theirs.sum().backward()
+        assert (ours > 1).any() and (ours < 1).any()  # disjoint and overlapping pairs
+        assert torch.allclose(ours, theirs, rtol=0, atol=1e-6)
+        assert torch.allclose(ours_in.grad, theirs_in.grad, rtol=0, atol=1e-5)
+    assert BooleanIndexing.found == []
+
 def test_quality_scores():
     s = torch.tensor([0.64, 1.0])
     iou = torch.tensor([0.25, 0.0])
