@@ -333,6 +333,33 @@ def test_overhead_phase_order_varies_the_predecessors():
     assert len(before_exported) >= 2, before_exported
 
 
+def test_overhead_list_syncs_names_each_host_wait_and_its_line():
+    """--list-syncs: the operators that wait for a device (value read, nonzero, boolean-mask indexing,
+    its backward), each with the source line that issued it; plain arithmetic is not listed."""
+    import inspect
+
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from benchmark_overhead import find_host_syncs
+
+    x = torch.rand(6, requires_grad=True)
+
+    def step():
+        y = x * 2 + 1  # no wait
+        kept = y[y > 1.5]  # boolean-mask indexing
+        float(kept.detach().sum())  # a value read
+        torch.nonzero(x.detach())
+        kept.sum().backward()  # the indexing's backward: boolean-mask index_put
+
+    first = inspect.getsourcelines(step)[1]
+    syncs = find_host_syncs(step)
+    here = os.path.relpath(__file__, ROOT)
+    assert syncs == {
+        f"boolean-mask indexing at {here}:{first + 2} (step)": 1,
+        f".item() / bool() / float() at {here}:{first + 3} (step)": 1,
+        f"nonzero at {here}:{first + 4} (step)": 1,
+        f"boolean-mask indexing at {here}:{first + 5} (step)": 1,
+    }, syncs
+
 def test_calibrate_frozen_norms_gives_a_random_network_unit_scale_activations():
     """A random ResNet-50 with FrozenBN (as the COCO configs build it before their checkpoint is read)
     grows its activations block after block; calibrated on a batch, every frozen layer outputs

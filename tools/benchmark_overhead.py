@@ -45,6 +45,13 @@ A GPU count was not taken).
     python tools/benchmark_overhead.py --config-file CFG --amp train.channels_last=True   # as the quickstart trains
     python tools/benchmark_overhead.py --config-file CFG --unfused-optimizer
     python tools/benchmark_overhead.py --config-file CFG --count-ops
+    python tools/benchmark_overhead.py --config-file CFG --list-syncs
+
+--list-syncs runs each phase once more and lists the operators at which the host waits for a GPU
+(a value or a shape computed there: .item(), nonzero, boolean-mask indexing, unique, a blocking copy to
+the host), counted per source line: the points where a GPU step stops being queued ahead. On a CPU every
+such operator is listed, also those on tensors that stay on the host by design (image sizes, targets
+before their copy to the device), which do not wait for a GPU.
 
 --amp runs every forward pass under autocast as train.amp.enabled does (fp16 on CUDA, bfloat16 on
 CPU; backward and optimizer steps outside it; on CUDA without the gradient scaling of a real AMP step); train.channels_last=True converts the models as the
@@ -59,8 +66,10 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Dict
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 from kd_core.paths import add_project_paths  # noqa: E402
 
 add_project_paths()
@@ -224,6 +233,76 @@ def count_dispatched_ops(fn) -> int:
     return counter.count
 
 
+_SYNC_OPS = {  # ATen operators that return a value or a shape computed on the device
+    "_local_scalar_dense": ".item() / bool() / float()",
+    "nonzero": "nonzero",
+    "masked_select": "masked_select",
+    "_unique2": "unique",
+    "unique_consecutive": "unique",
+    "unique_dim": "unique",
+    "equal": "equal",
+    "is_nonzero": "bool()",
+}
+
+
+def _host_sync_kind(func, args, kwargs):
+    """What makes ``func(*args, **kwargs)`` wait for the device, or None."""
+    import torch
+
+    name = func.__name__.split(".")[0]
+    if name in _SYNC_OPS:
+        return _SYNC_OPS[name]
+    if name in ("index", "index_put", "index_put_") and len(args) > 1 and isinstance(args[1], (list, tuple)):
+        if any(torch.is_tensor(i) and i.dtype == torch.bool for i in args[1]):
+            return "boolean-mask indexing"
+    if name == "repeat_interleave" and torch.is_tensor(args[0]) and (kwargs or {}).get("output_size") is None:
+        return "repeat_interleave without output_size"
+    if name == "_to_copy" and torch.is_tensor(args[0]) and args[0].is_cuda:
+        device = (kwargs or {}).get("device")
+        if device is not None and torch.device(device).type == "cpu" and not (kwargs or {}).get("non_blocking", False):
+            return "copy to the host"
+    return None
+
+
+def find_host_syncs(fn) -> Dict[str, int]:
+    """Run ``fn`` once; return ``{"<kind> at <source line>": count}`` for every operator it dispatched
+    at which the host waits for a GPU (see ``_host_sync_kind``). The source is the innermost frame
+    outside PyTorch and this script ("backward" for the backward pass's own operators)."""
+    import collections
+    import traceback
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    here = os.path.abspath(__file__)
+    found = collections.Counter()
+
+    def source() -> str:
+        for frame in reversed(traceback.extract_stack()[:-3]):
+            path = os.path.abspath(frame.filename)
+            if path == here or f"{os.sep}torch{os.sep}" in path:
+                continue
+            if path.startswith(ROOT + os.sep):
+                shown = os.path.relpath(path, ROOT)
+            else:  # an installed package's file, from its top package (detectron2/..., fvcore/...)
+                top = os.path.dirname(path)
+                while os.path.isfile(os.path.join(top, "__init__.py")):
+                    top = os.path.dirname(top)
+                shown = os.path.relpath(path, top)
+            return f"{shown}:{frame.lineno} ({frame.name})"
+        return "backward"
+
+    class _SyncFinder(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kind = _host_sync_kind(func, args, kwargs)
+            if kind is not None:
+                found[f"{kind} at {source()}"] += 1
+            return func(*args, **(kwargs or {}))
+
+    with _SyncFinder():
+        fn()
+    return dict(found.most_common())
+
+
 def phase_order(phases, iteration, seed=0):
     """The phases in the order they run at ``iteration``: a random permutation, the same for the
     same (iteration, seed), so that over a run every phase follows various other phases."""
@@ -273,7 +352,8 @@ def time_phases(args, phases):
                 figures = ", ".join(f"{p} {times[p][-1] * 1000:.0f} ms" for p in phases)
                 print(f"[timed {i - args.warmup + 1}/{args.iters}] {figures}", flush=True)
         ops = {p: count_dispatched_ops(steps[p]) for p in phases} if args.count_ops else {}
-    return times, peaks, dtypes, ops
+        syncs = {p: find_host_syncs(steps[p]) for p in phases} if args.list_syncs else {}
+    return times, peaks, dtypes, ops, syncs
 
 
 def cpu_peak_rss(args, phase):
@@ -328,8 +408,10 @@ def main(argv=None):
     parser.add_argument(
         "--storage-iter",
         type=int,
-        default=10**9,
-        help="iteration seen by loss-weight schedules (default: after every warm-up, all KD terms on)",
+        default=10**9 + 7,
+        help="iteration seen by loss-weight schedules (default: after every warm-up, all KD terms on; a prime, so "
+        "that no logging period divides it and periodic host reads, such as ScaleKD's assistant metrics every "
+        "20 iterations, stay out of the timed steps as they do in most training steps)",
     )
     parser.add_argument(
         "--teacher-cache-dir",
@@ -347,6 +429,11 @@ def main(argv=None):
         action="store_true",
         help="also count the ATen operators each phase dispatches (one more run per phase, after the timing)",
     )
+    parser.add_argument(
+        "--list-syncs",
+        action="store_true",
+        help="also list the operators at which each phase's host waits for a GPU (one more run per phase, after the timing)",
+    )
     parser.add_argument("--phase", choices=PHASES + (CACHED_PHASE, UNFUSED_PHASE), help=argparse.SUPPRESS)
     parser.add_argument(
         "--skip-memory",
@@ -363,7 +450,7 @@ def main(argv=None):
 
     phases = PHASES + ((CACHED_PHASE,) if args.teacher_cache_dir else ())
     phases += (UNFUSED_PHASE,) if args.unfused_optimizer else ()
-    times, peaks, dtypes, ops = time_phases(args, phases)
+    times, peaks, dtypes, ops, syncs = time_phases(args, phases)
     if not args.device.startswith("cuda"):
         for phase in () if args.skip_memory else phases:
             cmd = [sys.executable, os.path.abspath(__file__), "--phase", phase, "--config-file", args.config_file]
@@ -410,6 +497,13 @@ def main(argv=None):
         op_ratio = ops["kd_step"] / (ops["student_step"] + ops["teacher_forward"])
         summary["kd_step_ops_over_student_plus_teacher_ops"] = op_ratio
         print(f"KD step ops / (student step ops + teacher forward ops) = {op_ratio:.3f}")
+    if syncs:
+        summary["host_syncs"] = syncs
+        where = "" if args.device.startswith("cuda") else " (CPU run: host-side tensors included, see --help)"
+        for p in phases:
+            print(f"{p}: {sum(syncs[p].values())} operators at which the host waits for a GPU{where}")
+            for site, count in syncs[p].items():
+                print(f"    {count:4d}  {site}")
     if args.teacher_cache_dir:
         cached = results[CACHED_PHASE]["median_s"]
         summary["kd_step_cached_teacher_over_kd_step"] = cached / k
