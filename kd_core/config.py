@@ -3,7 +3,7 @@ import difflib
 import enum
 import inspect
 import os
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 from detectron2.config import LazyConfig
 from omegaconf import OmegaConf
@@ -86,7 +86,16 @@ def _canonical(value) -> str:
     return f"<{type(value).__module__}.{type(value).__qualname__}>"
 
 
-def constructor_defaults(cfg) -> List[str]:
+def _defined_under(obj, roots: Sequence[str]) -> bool:
+    """Whether ``obj`` (a class or function) is defined in a file under one of ``roots``."""
+    try:
+        path = os.path.abspath(inspect.getsourcefile(inspect.unwrap(obj)) or "")
+    except TypeError:  # built-in
+        return False
+    return any(path.startswith(os.path.abspath(root) + os.sep) for root in roots)
+
+
+def constructor_defaults(cfg, roots: Optional[Sequence[str]] = None) -> List[str]:
     """The arguments that ``instantiate(cfg)`` would leave at their defaults, one line per argument.
 
     For every ``LazyCall`` node of ``cfg`` (a dict with ``_target_``, at any depth), each parameter
@@ -95,7 +104,11 @@ def constructor_defaults(cfg) -> List[str]:
     written). A config's own values say only what it sets; these lines say what else its objects
     are built with, so that a digest of both changes when a constructor default does. Targets that
     cannot be imported or inspected give one line saying so. Defaults of objects that a
-    constructor builds itself, without a config node, are not covered."""
+    constructor builds itself, without a config node, are not covered.
+
+    roots: only targets defined in files under these folders (e.g. the repository: its own
+    classes, not PyTorch's or Detectron2's, whose defaults change with the installed version);
+    targets that cannot be imported are then left out too. None: every target."""
     from detectron2.utils.registry import locate
 
     lines: List[str] = []
@@ -114,8 +127,11 @@ def constructor_defaults(cfg) -> List[str]:
             try:
                 obj = locate(target) if isinstance(target, str) else target
                 params = inspect.signature(obj).parameters.values()
+                if roots is not None and not _defined_under(obj, roots):
+                    params = ()
             except Exception as e:  # noqa: BLE001 (a digest must not fail on an odd target)
-                lines.append(f"{path or '<root>'}: {name} (signature not available: {type(e).__name__})")
+                if roots is None:
+                    lines.append(f"{path or '<root>'}: {name} (signature not available: {type(e).__name__})")
                 params = ()
             for p in params:
                 if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.default is p.empty or p.name in keys:

@@ -127,7 +127,7 @@ def _stage_costs(costs: Sequence[torch.Tensor]):
     if flat.is_cuda:  # asynchronous copy into pinned memory; the event marks its end
         host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)
         host.copy_(flat, non_blocking=True)  # on the current stream of the costs' device
-        event = torch.cuda.Event()
+        event = torch.cuda.Event(blocking=True)  # a waiting thread sleeps rather than spins
         event.record(torch.cuda.current_stream(flat.device))
         return host, event, sizes
     return flat.cpu(), None, sizes
@@ -137,7 +137,10 @@ def _solve_staged(host: torch.Tensor, event, sizes, max_workers: Optional[int]) 
     """Wait for the copy (the event's wait releases the GIL), solve every matrix; returns all
     (rows, cols) pairs concatenated and each pair's length."""
     if event is not None:
-        event.synchronize()
+        # under the event's device: a thread that never chose one would make a CUDA context on
+        # GPU 0 (each DDP rank's background thread would then hold memory there)
+        with torch.cuda.device(event.device):
+            event.synchronize()
     flat = host.numpy()
     if not np.isfinite(flat).all():
         raise FloatingPointError("Hungarian matching received a non-finite cost matrix.")
@@ -165,7 +168,10 @@ def _solve_staged(host: torch.Tensor, event, sizes, max_workers: Optional[int]) 
 def _to_device(solved: Tuple[np.ndarray, List[int]], device: torch.device) -> List[Tuple[torch.Tensor, torch.Tensor]]:
     # One transfer back: every (rows, cols) pair concatenated, then split into views on the device.
     indices, lengths = solved
-    on_device = torch.from_numpy(indices).to(device, non_blocking=True)
+    host = torch.from_numpy(indices)
+    if device.type == "cuda":  # from pageable memory a "non-blocking" copy may wait for the stream
+        host = host.pin_memory()
+    on_device = host.to(device, non_blocking=True)
     return [(pair[:n], pair[n:]) for pair, n in zip(on_device.split([2 * n for n in lengths]), lengths)]
 
 
@@ -197,7 +203,9 @@ def linear_sum_assignment_batch_async(
     it and solves, so the calling thread can issue further device work (other losses) in the
     meantime instead of waiting for the GPU and then for scipy. ``result()`` returns what
     :func:`linear_sum_assignment_batch` would (the same solutions), with the indices' host->device
-    copy issued by the calling thread, on its current stream. ``max_workers=None`` solves in
+    copy issued by the calling thread, on its current stream. An error of the solving thread (a
+    non-finite cost) is raised by ``result()``; a result never asked for is dropped with it.
+    ``max_workers=None`` solves in
     :func:`default_matching_workers` ``(leave_free=1)`` threads: one CPU stays with the caller."""
     if len(costs) == 0:
         return PendingAssignments.finished([])
@@ -280,10 +288,13 @@ class HungarianMatcher(nn.Module):
     def start(self, pred_logits: torch.Tensor, pred_boxes: torch.Tensor, targets: Sequence[dict]) -> PendingAssignments:
         """:meth:`forward` with the assignments solved in the background thread
         (:func:`linear_sum_assignment_batch_async`): the costs are computed and their copy queued
-        here; ``.result()`` gives what :meth:`forward` returns."""
+        here; ``.result()`` gives what :meth:`forward` returns. (It does not go through
+        ``forward``: a subclass that changes the matching overrides :meth:`_match`.)"""
         return self._match(pred_logits, pred_boxes, targets, linear_sum_assignment_batch_async)
 
-    def _match(self, pred_logits, pred_boxes, targets, solve):
+    def _match(self, pred_logits: torch.Tensor, pred_boxes: torch.Tensor, targets: Sequence[dict], solve: Callable):
+        """The costs of :meth:`forward`'s inputs, solved by ``solve`` (:func:`linear_sum_assignment_batch`
+        or its asynchronous variant, whose kind of result this returns)."""
         bs, num_queries = pred_logits.shape[:2]
         sizes = [len(t["boxes"]) for t in targets]
         if sum(sizes) == 0:

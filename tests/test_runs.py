@@ -524,6 +524,7 @@ def test_config_digest_follows_the_resolved_contents(tmp_path):
 def test_config_digest_follows_constructor_defaults(tmp_path, monkeypatch):
     """A constructor default that the config leaves in place is part of the digest: changing it
     (as the nineteenth session did with ScaleKDDetector(csa_optimizer_fused=True)) gives a new run folder."""
+    from detectron2.config import LazyCall as L
     from detectron2.config import LazyConfig
 
     from kd_core.config import constructor_defaults
@@ -534,8 +535,13 @@ def test_config_digest_follows_constructor_defaults(tmp_path, monkeypatch):
         "from detectron2.config import LazyCall as L\nfrom digest_probe_net import Net\n\nmodel = L(Net)(width=4)\nother = dict(x=[L(Net)(width=1, fused=False)])\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(bench, "ROOT", str(tmp_path))  # the probe is "this repository's" class
     config = str(tmp_path / "cfg.py")
-    assert constructor_defaults(LazyConfig.load(config)) == ["model: digest_probe_net.Net.fused=True"]  # not width, not the set one
+    cfg = LazyConfig.load(config)
+    assert constructor_defaults(cfg, roots=[str(tmp_path)]) == ["model: digest_probe_net.Net.fused=True"]  # not width, not the set one
+    cfg.optimizer = L(torch.optim.SGD)(params=[], lr=0.1)  # PyTorch's defaults: only without roots
+    assert any("SGD.momentum=0" in line for line in constructor_defaults(cfg))
+    assert constructor_defaults(cfg, roots=[str(tmp_path)]) == ["model: digest_probe_net.Net.fused=True"]
     bench.config_digest.cache_clear()
     first = bench.config_digest(config)
     module.write_text("class Net:\n    def __init__(self, width, fused=False, *args, **kwargs):\n        pass\n")
@@ -553,13 +559,10 @@ def test_library_code_digest_and_the_note_on_reused_runs(tmp_path, monkeypatch):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("x = 1\n")
     monkeypatch.setattr(bench, "ROOT", str(tmp_path))
-    bench.library_code_digest.cache_clear()
     first = bench.library_code_digest()
     (tmp_path / "projects/P/configs/c.py").write_text("x = 2\n")
-    bench.library_code_digest.cache_clear()
     assert bench.library_code_digest() == first
     (tmp_path / "projects/P/pkg/b.py").write_text("x = 2\n")
-    bench.library_code_digest.cache_clear()
     now = bench.library_code_digest()
     assert now != first
 
@@ -571,7 +574,6 @@ def test_library_code_digest_and_the_note_on_reused_runs(tmp_path, monkeypatch):
         with open(info, "w") as f:
             json.dump({"seconds": 1.0, "library_code": recorded}, f)
         assert (note in bench._code_note(run)) if note else bench._code_note(run) == ""
-    bench.library_code_digest.cache_clear()
 
 
 # --------------------------------------------------------------------------- quickstart

@@ -43,7 +43,7 @@ Scales:
 Run folders: <output-dir>/<dataset>/<role>-...-seedN-<hash of config, its resolved contents and
 overrides>. Finished runs (model_final.pth and the final evaluation in metrics.json) are reused;
 interrupted ones resume from their last checkpoint; a changed override (--opts, --kd-opts, --teacher-weights,
-...), config value or constructor default left in place gives a new folder. Other changes of library code do
+...), config value or default of one of this repository's constructors left in place gives a new folder. Other changes of library code do
 not: a reused run trained with other library code (recorded in its benchmark_run.json) says so, and a new
 --output-dir trains it again. Methods
 that train the same config share the run (e.g. the RetinaNet R34 teacher and R18 baseline of
@@ -473,23 +473,26 @@ def _abs(path: str) -> str:
 def config_digest(config: str) -> str:
     """sha1 of the resolved LazyConfig ``config`` (``LazyConfig.to_py``: every value, including
     those imported from other config files) and of the constructor defaults it leaves in place
-    (``kd_core.config.constructor_defaults``: a changed default of a configured class, e.g.
-    ``ScaleKDDetector(csa_optimizer_fused=...)``, gives a new digest). Other library code is not
-    covered: ``library_code_digest`` records it in each run and a reused run says when it differs."""
+    (``kd_core.config.constructor_defaults`` of this repository's classes: a changed default, e.g.
+    ``ScaleKDDetector(csa_optimizer_fused=...)``, gives a new digest; PyTorch's and Detectron2's
+    defaults are left out, so that another installed version does not rename every run). Other
+    library code is not covered: ``library_code_digest`` records it in each run and a reused run
+    says when it differs."""
     from detectron2.config import LazyConfig
 
     from kd_core.config import constructor_defaults
 
     cfg = LazyConfig.load(_abs(config))
-    text = LazyConfig.to_py(cfg) + "\n# constructor defaults\n" + "\n".join(constructor_defaults(cfg))
+    text = LazyConfig.to_py(cfg) + "\n# constructor defaults\n" + "\n".join(constructor_defaults(cfg, roots=[ROOT]))
     return hashlib.sha1(text.encode()).hexdigest()
 
 
-@functools.lru_cache(maxsize=None)
 def library_code_digest() -> str:
     """sha1 of the library's Python sources that a run executes: kd_core/, the projects' packages
     (projects/*/, without their configs/ and tools/) and tools/lazyconfig_train_net.py, by path
-    and contents. Recorded in each finished run's RUN_INFO; not part of the run folder's name."""
+    and contents, as they are now (read again at each call: the code may change during a long
+    benchmark). Recorded in each finished run's RUN_INFO, as it was when the run started; not part
+    of the run folder's name."""
     files = [os.path.join(ROOT, "tools", "lazyconfig_train_net.py")]
     for top in [os.path.join(ROOT, "kd_core")] + sorted(glob.glob(os.path.join(ROOT, "projects", "*"))):
         for dirpath, dirnames, filenames in os.walk(top):
@@ -675,6 +678,7 @@ def execute(run: Run, env: Mapping[str, str], num_gpus: int, prune_checkpoints: 
     extra = ["--eval-teacher"] if run.kind == "eval_teacher" else []
     if num_gpus != 1:
         extra += ["--num-gpus", str(num_gpus)]
+    library_code = library_code_digest()  # the code this run starts with
     try:
         seconds = run_training(run.config, run.output_dir, run.overrides, run.label, env=env, extra_args=extra, prefix=PREFIX)
     except TrainingRunError as e:
@@ -693,7 +697,7 @@ def execute(run: Run, env: Mapping[str, str], num_gpus: int, prune_checkpoints: 
                 os.remove(os.path.join(run.output_dir, name))
     with open(os.path.join(run.output_dir, RUN_INFO), "w") as f:
         json.dump(
-            {"seconds": seconds, "command": command_line(run, num_gpus), "env": dict(env), "pruned": pruned, "library_code": library_code_digest()},
+            {"seconds": seconds, "command": command_line(run, num_gpus), "env": dict(env), "pruned": pruned, "library_code": library_code},
             f,
             indent=1,
         )
@@ -704,8 +708,9 @@ def _code_note(run: Run) -> str:
     recorded = run_library_code(run)
     if recorded is None:
         return "; its library code was not recorded (a run from before that was)"
-    if recorded != library_code_digest():
-        return f"; trained with other library code ({recorded[:10]}, now {library_code_digest()[:10]}): use a new --output-dir to train it again"
+    now = library_code_digest()
+    if recorded != now:
+        return f"; trained with other library code ({recorded[:10]}, now {now[:10]}): use a new --output-dir to train it again"
     return ""
 
 

@@ -50,8 +50,9 @@ A GPU count was not taken).
 --list-syncs runs each phase once more and lists the operators at which the host waits for a GPU
 (a value or a shape computed there: .item(), nonzero, boolean-mask indexing, unique, a blocking copy to
 the host), counted per source line: the points where a GPU step stops being queued ahead. On a CPU every
-such operator is listed, also those on tensors that stay on the host by design (image sizes, targets
-before their copy to the device), which do not wait for a GPU.
+such operator but the copies to the host (no copies there) is listed, also those on tensors that stay on
+the host by design (image sizes, targets before their copy to the device), which do not wait for a GPU.
+Waits outside the dispatcher (a CUDA event's or a thread's) are not seen.
 
 --amp runs every forward pass under autocast as train.amp.enabled does (fp16 on CUDA, bfloat16 on
 CPU; backward and optimizer steps outside it; on CUDA without the gradient scaling of a real AMP step); train.channels_last=True converts the models as the

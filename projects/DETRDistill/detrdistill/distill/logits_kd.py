@@ -170,25 +170,16 @@ class HungarianLogitsDistillation(nn.Module):
                 f"Batch-size mismatch: student {student_logits.shape[1]} vs teacher {teacher_logits.shape[1]} images."
             )
 
-    def match(self, *inputs, **kwargs) -> LogitsMatching:
-        """The :class:`LogitsMatching` of :meth:`start_match` (same arguments), waited for."""
-        return self.start_match(*inputs, **kwargs).result()
-
     @torch.no_grad()
-    def start_match(
+    def match(
         self,
         student_logits: torch.Tensor,
         student_boxes: torch.Tensor,
         teacher_logits: torch.Tensor,
         teacher_boxes: torch.Tensor,
         teacher_gt_indices: Optional[Sequence[Sequence[ImageIndices]]] = None,
-    ) -> PendingAssignments:
-        """Match student to teacher predictions for every mapped layer pair (one host transfer), the
-        "code" mode's assignments solved in a background thread
-        (``kd_core.matching.linear_sum_assignment_batch_async``): the costs are computed and their
-        copy queued here, and ``.result()`` gives the :class:`LogitsMatching`. The caller can issue
-        other losses in between; the GPU then runs them while the host solves. "paper" mode is
-        matched here (it needs the teacher's assignment on the host first).
+    ) -> LogitsMatching:
+        """Match student to teacher predictions for every mapped layer pair (one host transfer).
 
         Args:
             student_logits: (Ls, B, Qs, C); student_boxes: (Ls, B, Qs, 4) normalized cxcywh.
@@ -196,6 +187,22 @@ class HungarianLogitsDistillation(nn.Module):
             teacher_gt_indices: "paper" mode only: per teacher layer (Lt entries), per image,
                 ``(pred_idx, gt_idx)`` of the teacher's own assignment to ground truth.
         """
+        inputs = (student_logits, student_boxes, teacher_logits, teacher_boxes, teacher_gt_indices)
+        return self._match(*inputs, solve=linear_sum_assignment_batch).result()
+
+    @torch.no_grad()
+    def start_match(self, student_logits, student_boxes, teacher_logits, teacher_boxes, teacher_gt_indices=None) -> PendingAssignments:
+        """:meth:`match` (same arguments) with the "code" mode's assignments solved in a background
+        thread (``kd_core.matching.linear_sum_assignment_batch_async``): the costs are computed and
+        their copy queued here, and ``.result()`` gives the :class:`LogitsMatching`. The caller can
+        issue other losses in between; the GPU then runs them while the host solves. "paper" mode
+        is matched here (it needs the teacher's assignment on the host first)."""
+        inputs = (student_logits, student_boxes, teacher_logits, teacher_boxes, teacher_gt_indices)
+        return self._match(*inputs, solve=linear_sum_assignment_batch_async)
+
+    def _match(self, student_logits, student_boxes, teacher_logits, teacher_boxes, teacher_gt_indices, solve) -> PendingAssignments:
+        """:meth:`match`'s costs, the "code" mode's assignments solved by ``solve``
+        (``linear_sum_assignment_batch`` or its asynchronous variant); the result as pending."""
         self._check_inputs(student_logits, student_boxes, teacher_logits, teacher_boxes)
         num_s, bs, num_qs = student_logits.shape[:3]
         num_t, _, num_qt = teacher_logits.shape[:3]
@@ -216,7 +223,8 @@ class HungarianLogitsDistillation(nn.Module):
         )  # (P, B, Qs, Qt)
 
         if self.mode == "code":
-            pending = linear_sum_assignment_batch_async([cost[p, b] for p in range(len(pairs)) for b in range(bs)])
+            solved = solve([cost[p, b] for p in range(len(pairs)) for b in range(bs)])
+            pending = solved if isinstance(solved, PendingAssignments) else PendingAssignments.finished(solved)
             return pending.then(
                 lambda flat: LogitsMatching(layer_pairs=pairs, indices=[flat[p * bs : (p + 1) * bs] for p in range(len(pairs))])
             )
