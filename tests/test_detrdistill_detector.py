@@ -162,6 +162,31 @@ def test_logits_matching_is_solved_while_the_other_losses_are_issued(model_cfg, 
     assert all(torch.equal(losses[k], ref_losses[k]) for k in losses)
     assert len(grads) == len(ref_grads) and all(torch.equal(a, b) for a, b in zip(grads, ref_grads))
 
+def test_distillation_step_waits_for_no_device_result_outside_the_host_side_targets(model_cfg):
+    """No host wait on a GPU in the DETRDistill training step (forward and backward) outside
+    ``prepare_targets``, which reads the targets while they are still on the host: no ``.item()``,
+    ``nonzero`` or boolean-mask indexing in the losses, the matchings' costs or the feature KD
+    (``tools/benchmark_overhead.py --list-syncs``; the matchings' copies are asynchronous)."""
+    import sys
+
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from benchmark_overhead import find_host_syncs
+
+    model = _detector(_model(model_cfg), _model(model_cfg, seed=1))
+    model.train()
+    batch = _batch(empty_last=True)
+
+    def step():
+        with EventStorage(0):
+            losses = model(batch)
+        sum(losses.values()).backward()
+
+    syncs = find_host_syncs(step)
+    # host-side by design: the targets before their copy, Detectron2's ImageList reading the image sizes
+    host_side = {site for site in syncs if "(prepare_targets)" in site or "structures/image_list.py" in site}
+    assert any("(prepare_targets)" in site for site in host_side), syncs  # the finder sees them
+    assert set(syncs) == host_side, {site: n for site, n in syncs.items() if site not in host_side}
+
 def test_student_equal_to_teacher_gives_minimal_kd(model_cfg):
     teacher_model = _model(model_cfg, seed=3)
     student = copy.deepcopy(teacher_model)
