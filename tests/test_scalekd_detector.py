@@ -50,6 +50,36 @@ def test_short_training_finite_losses_with_all_keys(kind):
     assert ("csa_loss_ctr" in csa) == (kind == "fcos")
 
 
+@pytest.mark.parametrize("kind", ["retinanet", "faster_rcnn"])
+def test_sdf_adds_no_host_wait_to_the_students_step(kind):
+    """ScaleKD with SDF alone (the quickstart's method): its training step waits for the device at
+    the same operators and lines as the student's own step and the teacher's forward, no more
+    (``tools/benchmark_overhead.py --list-syncs``; Detectron2's own losses wait many times)."""
+    import collections
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+    from benchmark_overhead import find_host_syncs
+
+    torch.manual_seed(0)
+    model = build_tiny_scalekd(kind, overrides=["use_csa=False"])
+    batch = random_batch(size=SIZE, seed=0)
+
+    def step(net):
+        with EventStorage(0):
+            losses = net(batch)
+        sum(losses.values()).backward()
+
+    def teacher_forward():
+        with EventStorage(0):
+            model.run_teacher(batch)
+
+    student = collections.Counter(find_host_syncs(lambda: step(model.student)))
+    teacher = collections.Counter(find_host_syncs(teacher_forward))
+    kd = collections.Counter(find_host_syncs(lambda: step(model)))
+    assert student and kd == student + teacher, kd - student - teacher
+
 @pytest.mark.parametrize("kind", ["retinanet", "fcos", "faster_rcnn"])
 def test_with_kd_weights_zero_the_student_trains_on_its_own_losses(kind):
     """ScaleKD re-implements the student's training forward (to reach its head outputs and RoIs):
