@@ -422,13 +422,19 @@ class Run:
         if run_is_complete(self.output_dir, self.max_iter):
             return True
         # --prune-checkpoints removed model_final.pth of a finished student run
-        info = os.path.join(self.output_dir, RUN_INFO)
-        if not os.path.isfile(info):
+        if not self.info().get("pruned", False):
             return False
-        with open(info) as f:
-            pruned = json.load(f).get("pruned", False)
         history = coco_metric_history(self.output_dir)
-        return pruned and bool(history) and history[-1][0] >= self.max_iter
+        return bool(history) and history[-1][0] >= self.max_iter
+
+    def info(self) -> dict:
+        """What ``execute`` recorded when the run finished (RUN_INFO: seconds, command, env, pruned,
+        library_code); {} for a run without it."""
+        path = os.path.join(self.output_dir, RUN_INFO)
+        if not os.path.isfile(path):
+            return {}
+        with open(path) as f:
+            return json.load(f)
 
     def metrics(self) -> Dict[str, float]:
         """Final COCO box metrics; all-NaN (no detection at all) counts as 0 AP."""
@@ -504,15 +510,6 @@ def library_code_digest() -> str:
         with open(path, "rb") as f:
             digest.update(f.read() + b"\0")
     return digest.hexdigest()
-
-
-def run_library_code(run: "Run") -> Optional[str]:
-    """The library_code_digest recorded when ``run`` finished (None for runs from before it was recorded)."""
-    path = os.path.join(run.output_dir, RUN_INFO)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f).get("library_code")
 
 
 def _kd_teacher_weights(kd_config: str) -> str:
@@ -705,21 +702,13 @@ def execute(run: Run, env: Mapping[str, str], num_gpus: int, prune_checkpoints: 
 
 def _code_note(run: Run) -> str:
     """What a reused run's output says about the library code it was trained with."""
-    recorded = run_library_code(run)
+    recorded = run.info().get("library_code")
     if recorded is None:
         return "; its library code was not recorded (a run from before that was)"
     now = library_code_digest()
     if recorded != now:
         return f"; trained with other library code ({recorded[:10]}, now {now[:10]}): use a new --output-dir to train it again"
     return ""
-
-
-def run_seconds(run: Run) -> Optional[float]:
-    path = os.path.join(run.output_dir, RUN_INFO)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f).get("seconds")
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -950,7 +939,7 @@ def main(argv=None):
     ]
     summary = aggregate(rows)
     names = _model_names(args)
-    seconds = {r.output_dir: run_seconds(r) for r in runs}
+    seconds = {r.output_dir: r.info().get("seconds") for r in runs}
     header = (
         f"KD gain, {args.scale} scale: students {args.iters or 'config'} iterations, teachers trained here "
         f"{args.teacher_iters or 'config'} (given or pretrained teachers: evaluated only), seeds {', '.join(map(str, args.seeds))} (mean ± sample std over seeds; "

@@ -20,7 +20,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
 from kd_core.distiller import as_schedule
-from kd_core.matching import HungarianMatcher
+from kd_core.matching import HungarianMatcher, PendingAssignments
 from kd_core.meta_arch import DistillationDetector
 from kd_core.schedules import LossWeightSchedule, current_iteration
 from kd_core.teacher import FrozenTeacher
@@ -176,14 +176,16 @@ class DETRDistillDetector(DistillationDetector):
         # host three times. The losses dict keeps one key order (student, logits, relation,
         # feature, query group).
         pending_student = student.criterion.start_match(s_out.logits, s_out.boxes, targets)
-        group_indices = None
         pending_group = None
         if self.query_kd:
             group_indices = query_group_indices(
                 self.query_kd_assignment, teacher_gt, s_out.extra.logits.shape[0], self.query_kd_layer_mapping
             )
-            if group_indices is None:  # "fresh": the group matched to ground truth anew
-                pending_group = student.criterion.start_match(s_out.extra.logits, s_out.extra.boxes, targets)
+            pending_group = (  # None: "fresh", the group matched to ground truth anew
+                student.criterion.start_match(s_out.extra.logits, s_out.extra.boxes, targets)
+                if group_indices is None
+                else PendingAssignments.finished(group_indices)
+            )
         pending_matching = None
         if self.logits_kd is not None and not (w["logits"] == 0.0 and (self.relation_kd is None or w["relation"] == 0.0)):
             pending_matching = self.logits_kd.start_match(s_out.logits, s_out.boxes, t_out.logits, t_out.boxes, teacher_gt)
@@ -208,8 +210,7 @@ class DETRDistillDetector(DistillationDetector):
         query_losses = {}
         if self.query_kd:
             group = s_out.extra
-            indices = pending_group.result() if pending_group is not None else group_indices
-            group_losses, _ = student.criterion(group.logits, group.boxes, targets, indices=indices)
+            group_losses, _ = student.criterion(group.logits, group.boxes, targets, indices=pending_group.result())
             query_losses = {k: v * w["query"] for k, v in prefix_query_group_losses(group_losses).items()}
 
         if self.logits_kd is not None:
