@@ -1,13 +1,17 @@
 """A DetectionCheckpointer that refuses class heads of the wrong size and resuming from another
-model's checkpoint, and the checkpointer of a (distillation) model with its extra checkpointables."""
+model's checkpoint, the checkpointer of a (distillation) model with its extra checkpointables, and one
+that loads a student network alone from a distillation checkpoint (--eval-only)."""
 from typing import Dict, List, Mapping, Optional, Sequence
 
 from detectron2.checkpoint import DetectionCheckpointer
 from torch import nn
 
+from kd_core.export import STUDENT_PREFIX, extract_student_state_dict
+
 __all__ = [
     "ClassHeadCheckpointer",
     "ResumeMismatchError",
+    "StudentCheckpointer",
     "build_checkpointer",
     "check_class_head_shapes",
     "check_resumed_model_matches",
@@ -132,6 +136,20 @@ class ClassHeadCheckpointer(DetectionCheckpointer):
             check_resumed_model_matches(self.model, checkpoint, self._resuming_from, extra)
         check_class_head_shapes(self.model, checkpoint["model"])
         return super()._load_model(checkpoint)
+
+
+class StudentCheckpointer(ClassHeadCheckpointer):
+    """:class:`ClassHeadCheckpointer` of a student network alone: a distillation checkpoint gives it its
+    student's tensors (``student.*``, the prefix removed; the distillers', an assistant's and any other
+    KD-only tensors are left out, as ``tools/export_student.py`` does), any other checkpoint (an exported
+    student, a plain detector) is loaded as it is."""
+
+    def _load_file(self, filename: str):
+        loaded = super()._load_file(filename)
+        state = loaded.get("model", {})
+        if any(k.startswith(STUDENT_PREFIX) or k.startswith("module." + STUDENT_PREFIX) for k in state):
+            loaded["model"] = extract_student_state_dict(state)
+        return loaded
 
 
 def build_checkpointer(model: nn.Module, save_dir: str = "", **checkpointables) -> ClassHeadCheckpointer:

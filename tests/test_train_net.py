@@ -178,6 +178,24 @@ def test_unknown_override_key_fails_before_writing(tmp_path, env):
     assert not out.exists()
 
 
+def test_missing_or_unregistered_dataset_fails_before_building_or_writing(tmp_path, env):
+    """A dataset whose annotation file is absent (Detectron2's COCO under an empty $DETECTRON2_DATASETS) or a
+    misspelled dataset name stops the job before the models are built and before the output folder is
+    made, with the dataset, the path and the variable that sets it (not pycocotools' traceback)."""
+    out = tmp_path / "never"
+    no_coco = dict(env, DETECTRON2_DATASETS=str(tmp_path / "empty"))
+    args = [TRAIN, "--config-file", KD_CFG, f"train.output_dir={out}", f"model.teacher.weights={tmp_path}/nope.pth"]
+    rc, log = run(args + ["dataloader.train.dataset.names=coco_2017_train"], no_coco, check=False)
+    assert rc != 0 and "FileNotFoundError: Dataset 'coco_2017_train': its json_file " in log, log[-2000:]
+    assert f"{tmp_path / 'empty'}/coco/annotations/instances_train2017.json does not exist" in log
+    assert "DETECTRON2_DATASETS" in log and "Teacher checkpoint not found" not in log
+    rc, log = run(args + ["dataloader.test.dataset.names=kd_synthetic_vla"], env, check=False)
+    assert rc != 0 and "Dataset 'kd_synthetic_vla' is not registered. Did you mean kd_synthetic_val" in log, log[-2000:]
+    rc, log = run([TRAIN, "--eval-only", "--config-file", STUDENT_CFG, "dataloader.test.dataset.names=coco_2017_val"], no_coco, check=False)
+    assert rc != 0 and "Dataset 'coco_2017_val': its json_file" in log
+    assert not out.exists()
+
+
 def test_missing_teacher_checkpoint_is_a_clear_error(tmp_path, env):
     rc, log = run(
         [TRAIN, "--config-file", KD_CFG, f"train.output_dir={tmp_path / 'o'}", f"model.teacher.weights={tmp_path}/nope.pth"],
@@ -214,6 +232,37 @@ def test_export_student_gives_identical_outputs_and_parameter_count(kd_run, tmp_
     assert len(a) > 0 and torch.equal(a.scores, b.scores) and torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor)
     rc, log = run([EXPORT, "--input", exported, "--output", exported], env, check=False)
     assert rc != 0
+
+
+def test_eval_only_evaluates_the_student_alone_without_the_teachers_checkpoint(kd_run, tmp_path, env):
+    """--eval-only on a distillation config builds the student alone (a distillation model's inference):
+    the teacher's checkpoint is not read (here it does not exist). From the run's checkpoint and from the
+    exported student's, the AP equals the exported student's under the student's own config."""
+    import math
+
+    from kd_core.runs import copypaste_metrics
+
+    out, _, _ = kd_run
+    exported = str(tmp_path / "student.pth")
+    run([EXPORT, "--input", os.path.join(out, "model_final.pth"), "--output", exported], env)
+
+    def evaluate(config, checkpoint, *opts):
+        _, log = run([TRAIN, "--eval-only", "--config-file", config, f"train.init_checkpoint={checkpoint}"] + list(opts) + FAST, env)
+        return log, copypaste_metrics(log)
+
+    # barely trained: keep every box, so that AP is a number
+    _, plain = evaluate(STUDENT_CFG, exported, "+model.test_score_thresh=0.0", f"train.output_dir={tmp_path / 'plain'}")
+    assert not any(math.isnan(v) for v in plain.values()), plain
+    for checkpoint in (os.path.join(out, "model_final.pth"), exported):
+        log, kd = evaluate(
+            KD_CFG,
+            checkpoint,
+            "+model.student.test_score_thresh=0.0",
+            f"model.teacher.weights={tmp_path / 'no_teacher.pth'}",  # building the teacher would fail
+            f"train.output_dir={tmp_path / 'kd'}",
+        )
+        assert "Evaluating the student alone" in log
+        assert kd == plain, (checkpoint, kd, plain)
 
 
 def test_eval_teacher_runs_the_teacher_alone(env, teacher_checkpoint, tmp_path):
@@ -360,6 +409,42 @@ def test_overhead_list_syncs_names_each_host_wait_and_its_line():
         f"boolean-mask indexing at {here}:{first + 5} (step)": 1,
     }, syncs
 
+def test_overhead_ops_by_source_counts_each_line_and_the_kd_steps_difference():
+    """count_ops_by_source: every dispatched operator counted once, at the line that issued it (a CPU
+    backward pass at the line that called it), summing to count_dispatched_ops; added_ops_by_source:
+    KD step - (student step + teacher forward) per source, zero differences dropped, largest first."""
+    import inspect
+
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from benchmark_overhead import added_ops_by_source, count_dispatched_ops, count_ops_by_source
+
+    x = torch.rand(6, requires_grad=True)
+
+    def step():
+        y = x * 2
+        z = (y + 1).sum()
+        z.backward()
+
+    first = inspect.getsourcelines(step)[1]
+    here = os.path.relpath(__file__, ROOT)
+    by_line = count_ops_by_source(step, depth=1)
+    assert by_line[f"{here}:{first + 1} (step)"] == 1  # mul
+    assert by_line[f"{here}:{first + 2} (step)"] == 2  # add, sum
+    assert by_line[f"{here}:{first + 3} (step)"] > 0  # the backward pass, run by this thread on the CPU
+    assert len(by_line) == 3 and sum(by_line.values()) == count_dispatched_ops(step)
+    call_line = inspect.currentframe().f_lineno + 1
+    with_callers = count_ops_by_source(step, depth=2)  # each line of step, then this line
+    callers = {k.split(" < ")[1] for k in with_callers}
+    assert callers == {f"{here}:{call_line} ({inspect.currentframe().f_code.co_name})"}, callers
+
+    phases = {
+        "student_step": {"a": 5, "b": 2, "backward": 10},
+        "teacher_forward": {"a": 3},
+        "kd_step": {"a": 8, "b": 1, "c": 4, "backward": 17},
+    }
+    assert list(added_ops_by_source(phases).items()) == [("backward", 7), ("c", 4), ("b", -1)]
+
+
 def test_calibrate_frozen_norms_gives_a_random_network_unit_scale_activations():
     """A random ResNet-50 with FrozenBN (as the COCO configs build it before their checkpoint is read)
     grows its activations block after block; calibrated on a batch, every frozen layer outputs
@@ -424,7 +509,7 @@ def test_overhead_benchmark_times_every_phase(env, tmp_path):
     the cached-teacher phase, the unfused-optimizer phase and the dispatched-op counts."""
     out = tmp_path / "overhead.json"
     args = [OVERHEAD, "--config-file", KD_CFG, "--iters", "2", "--warmup", "0", "--json", str(out), "--amp", "--count-ops"]
-    args += ["--teacher-cache-dir", str(tmp_path / "cache"), "--unfused-optimizer"] + FAST[1:3] + ["train.channels_last=True"]
+    args += ["--ops-by-source", "3", "--teacher-cache-dir", str(tmp_path / "cache"), "--unfused-optimizer"] + FAST[1:3] + ["train.channels_last=True"]
     _, log = run(args, env)
     with open(out) as f:
         summary = json.load(f)
@@ -453,6 +538,11 @@ def test_overhead_benchmark_times_every_phase(env, tmp_path):
     assert ops["student_step_unfused_optimizer"] > ops["student_step"]
     assert summary["kd_step_ops_over_student_plus_teacher_ops"] == pytest.approx(ops["kd_step"] / (ops["student_step"] + ops["teacher_forward"]))
     assert "KD step ops / (student step ops + teacher forward ops)" in log
+    # --ops-by-source: the KD step's added operators split by source; they add up to the counts' difference
+    added = summary["kd_step_added_ops_by_source"]
+    assert sum(added.values()) == ops["kd_step"] - ops["student_step"] - ops["teacher_forward"]
+    assert any("kd_core/" in site for site in added) and "backward" in added
+    assert f"KD step: {sum(added.values()):+d} operators against student step + teacher forward; the 3 sources" in log
 
 
 def test_overhead_exported_student_runs_the_trained_students_weights(tmp_path, monkeypatch):

@@ -37,7 +37,10 @@ op-count ratio KD step / (student step + teacher fwd), which a CPU can measure, 
 overhead (the same code dispatches about the same operators on either device, except where PyTorch picks
 another implementation per device: its default optimizers loop over parameter tensors on the CPU and use
 foreach kernels on CUDA; this project's optimizers, the ScaleKD assistant's included, are fused on both.
-A GPU count was not taken).
+A GPU count was not taken). --ops-by-source N says where the KD step's extra operators come from: it
+counts the student step's, the teacher forward's and the KD step's operators once more per source (the
+innermost frame outside PyTorch and its two callers; "backward" for the backward pass and the optimizer's
+kernels) and lists the N sources with the largest difference KD step - (student step + teacher forward).
 
     python tools/benchmark_overhead.py --config-file configs/tiny/retinanet_r34_r18_fitnet_tiny_cpu.py
     python tools/benchmark_overhead.py --config-file CFG --device cuda --iters 50 --batch-size 2
@@ -45,6 +48,7 @@ A GPU count was not taken).
     python tools/benchmark_overhead.py --config-file CFG --amp train.channels_last=True   # as the quickstart trains
     python tools/benchmark_overhead.py --config-file CFG --unfused-optimizer
     python tools/benchmark_overhead.py --config-file CFG --count-ops
+    python tools/benchmark_overhead.py --config-file CFG --ops-by-source 30
     python tools/benchmark_overhead.py --config-file CFG --list-syncs
 
 --list-syncs runs each phase once more and lists the operators at which the host waits for a GPU
@@ -78,6 +82,7 @@ add_project_paths()
 PHASES = ("student_step", "teacher_forward", "kd_step", "student_inference", "exported_inference")
 CACHED_PHASE = "kd_step_cached_teacher"
 UNFUSED_PHASE = "student_step_unfused_optimizer"
+ADDED_OPS_PHASES = ("student_step", "teacher_forward", "kd_step")  # what --ops-by-source compares
 
 
 def _sync(device):
@@ -265,43 +270,83 @@ def _host_sync_kind(func, args, kwargs):
     return None
 
 
+def _source_of_caller(depth: int = 1) -> str:
+    """Where the operator being dispatched was called: the ``depth`` innermost frames outside PyTorch
+    and this script, innermost first and joined by " < "; "backward" where there is none: the
+    operators of the backward passes and optimizer steps that this script calls itself (the code of
+    an autograd Function's backward counts at its own lines)."""
+    import traceback
+
+    here = os.path.abspath(__file__)
+    shown = []
+    for frame in reversed(traceback.extract_stack()):
+        path = os.path.abspath(frame.filename)
+        if path == here or f"{os.sep}torch{os.sep}" in path:
+            continue
+        if path.startswith(ROOT + os.sep):
+            name = os.path.relpath(path, ROOT)
+        else:  # an installed package's file, from its top package (detectron2/..., fvcore/...)
+            top = os.path.dirname(path)
+            while os.path.isfile(os.path.join(top, "__init__.py")):
+                top = os.path.dirname(top)
+            name = os.path.relpath(path, top)
+        shown.append(f"{name}:{frame.lineno} ({frame.name})")
+        if len(shown) == depth:
+            break
+    return " < ".join(shown) if shown else "backward"
+
+
 def find_host_syncs(fn) -> Dict[str, int]:
     """Run ``fn`` once; return ``{"<kind> at <source line>": count}`` for every operator it dispatched
     at which the host waits for a GPU (see ``_host_sync_kind``). The source is the innermost frame
     outside PyTorch and this script ("backward" for the backward pass's own operators)."""
     import collections
-    import traceback
 
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    here = os.path.abspath(__file__)
     found = collections.Counter()
-
-    def source() -> str:
-        for frame in reversed(traceback.extract_stack()[:-3]):
-            path = os.path.abspath(frame.filename)
-            if path == here or f"{os.sep}torch{os.sep}" in path:
-                continue
-            if path.startswith(ROOT + os.sep):
-                shown = os.path.relpath(path, ROOT)
-            else:  # an installed package's file, from its top package (detectron2/..., fvcore/...)
-                top = os.path.dirname(path)
-                while os.path.isfile(os.path.join(top, "__init__.py")):
-                    top = os.path.dirname(top)
-                shown = os.path.relpath(path, top)
-            return f"{shown}:{frame.lineno} ({frame.name})"
-        return "backward"
 
     class _SyncFinder(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             kind = _host_sync_kind(func, args, kwargs)
             if kind is not None:
-                found[f"{kind} at {source()}"] += 1
+                found[f"{kind} at {_source_of_caller()}"] += 1
             return func(*args, **(kwargs or {}))
 
     with _SyncFinder():
         fn()
     return dict(found.most_common())
+
+
+def count_ops_by_source(fn, depth: int = 3) -> Dict[str, int]:
+    """Run ``fn`` once; return ``{source: operators}``: :func:`count_dispatched_ops`'s count split by
+    where each operator was called (:func:`_source_of_caller` with ``depth`` frames)."""
+    import collections
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    found = collections.Counter()
+
+    class _SourceCounter(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            found[_source_of_caller(depth)] += 1
+            return func(*args, **(kwargs or {}))
+
+    with _SourceCounter():
+        fn()
+    return dict(found.most_common())
+
+
+def added_ops_by_source(by_source: Dict[str, Dict[str, int]]) -> Dict[str, int]:
+    """Per source, the KD step's operators minus the student step's and the teacher forward's (from
+    :func:`count_ops_by_source` of each phase); sources with no difference left out, the largest
+    differences (either sign) first. They sum to the KD step's added operators."""
+    import collections
+
+    added = collections.Counter(by_source["kd_step"])
+    added.subtract(by_source["student_step"])
+    added.subtract(by_source["teacher_forward"])
+    return dict(sorted(((k, v) for k, v in added.items() if v), key=lambda kv: (-abs(kv[1]), kv[0])))
 
 
 def phase_order(phases, iteration, seed=0):
@@ -354,7 +399,8 @@ def time_phases(args, phases):
                 print(f"[timed {i - args.warmup + 1}/{args.iters}] {figures}", flush=True)
         ops = {p: count_dispatched_ops(steps[p]) for p in phases} if args.count_ops else {}
         syncs = {p: find_host_syncs(steps[p]) for p in phases} if args.list_syncs else {}
-    return times, peaks, dtypes, ops, syncs
+        by_source = {p: count_ops_by_source(steps[p]) for p in ADDED_OPS_PHASES} if args.ops_by_source else {}
+    return times, peaks, dtypes, ops, syncs, by_source
 
 
 def cpu_peak_rss(args, phase):
@@ -435,6 +481,14 @@ def main(argv=None):
         action="store_true",
         help="also list the operators at which each phase's host waits for a GPU (one more run per phase, after the timing)",
     )
+    parser.add_argument(
+        "--ops-by-source",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also list the N source lines (with two callers) at which the KD step dispatches the most operators "
+        "more (or fewer) than the student step and the teacher forward together (one more run of these phases)",
+    )
     parser.add_argument("--phase", choices=PHASES + (CACHED_PHASE, UNFUSED_PHASE), help=argparse.SUPPRESS)
     parser.add_argument(
         "--skip-memory",
@@ -451,7 +505,7 @@ def main(argv=None):
 
     phases = PHASES + ((CACHED_PHASE,) if args.teacher_cache_dir else ())
     phases += (UNFUSED_PHASE,) if args.unfused_optimizer else ()
-    times, peaks, dtypes, ops, syncs = time_phases(args, phases)
+    times, peaks, dtypes, ops, syncs, by_source = time_phases(args, phases)
     if not args.device.startswith("cuda"):
         for phase in () if args.skip_memory else phases:
             cmd = [sys.executable, os.path.abspath(__file__), "--phase", phase, "--config-file", args.config_file]
@@ -498,6 +552,14 @@ def main(argv=None):
         op_ratio = ops["kd_step"] / (ops["student_step"] + ops["teacher_forward"])
         summary["kd_step_ops_over_student_plus_teacher_ops"] = op_ratio
         print(f"KD step ops / (student step ops + teacher forward ops) = {op_ratio:.3f}")
+    if by_source:
+        added = added_ops_by_source(by_source)
+        summary["kd_step_added_ops_by_source"] = added
+        total = sum(added.values())
+        print(f"KD step: {total:+d} operators against student step + teacher forward; the {args.ops_by_source} "
+              "sources that differ most (innermost frame outside PyTorch < its callers):")
+        for site, count in list(added.items())[: args.ops_by_source]:
+            print(f"    {count:+6d}  {site}")
     if syncs:
         summary["host_syncs"] = syncs
         where = "" if args.device.startswith("cuda") else " (CPU run: host-side tensors included, see --help)"

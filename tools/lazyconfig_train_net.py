@@ -9,6 +9,8 @@ Detectron2's tools/lazyconfig_train_net.py plus what distillation needs:
     * auxiliary checkpointables of the model (e.g. ScaleKD's assistant optimizer) in checkpoints;
     * ``--eval-teacher``: evaluate only the frozen teacher of a KD config, on the view it distils from
       (ScaleKD: the test image at teacher_scale x its size) (a teacher whose weights did not load shows ~0 AP);
+    * ``--eval-only`` on a distillation config evaluates its student alone (the distillation model's inference)
+      from a distillation run's checkpoint or an exported student's; the teacher is not built;
     * ``--eval-assistant``: evaluate ScaleKD's Cross-Scale Assistant of ``train.init_checkpoint`` as a
       detector (are its mimic targets better than the student's own predictions?);
     * with ``train.seed`` >= 0, torch's RNG is seeded again once the model is built, so a student alone and its
@@ -39,7 +41,8 @@ from detectron2.utils import comm  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import kd_core.data  # noqa: E402,F401  (registers the toolkit's datasets: kd_synthetic_*, coco128_*, bccd_*)
-from kd_core.checkpoint import ClassHeadCheckpointer, ResumeMismatchError, build_checkpointer  # noqa: E402
+from kd_core.data import check_dataset_files  # noqa: E402
+from kd_core.checkpoint import ClassHeadCheckpointer, ResumeMismatchError, StudentCheckpointer, build_checkpointer  # noqa: E402
 from kd_core.config import apply_overrides_strict  # noqa: E402
 from kd_core.distributed import teardown_process_group  # noqa: E402
 from kd_core.engine import (  # noqa: E402
@@ -148,6 +151,21 @@ def do_eval_teacher(cfg):
     return do_test(cfg, model.teacher_detector())
 
 
+def do_eval_only(cfg):
+    """Evaluate ``cfg.model`` with the weights of ``train.init_checkpoint``. A distillation model's inference
+    is its student alone, so a distillation config evaluates the student built from ``cfg.model.student``,
+    with the student tensors of the checkpoint (a distillation run's, or an exported student's): the
+    deployed network, and no teacher checkpoint is needed or read."""
+    distillation = "student" in cfg.model and "teacher" in cfg.model
+    model = instantiate(cfg.model.student if distillation else cfg.model)
+    model.to(cfg.train.device)
+    model = create_ddp_model(model)
+    if distillation:
+        logger.info("Evaluating the student alone (a distillation model's inference); the teacher is not built.")
+    (StudentCheckpointer if distillation else ClassHeadCheckpointer)(model).load(cfg.train.init_checkpoint)
+    return do_test(cfg, model)
+
+
 def do_eval_assistant(cfg):
     model = instantiate(cfg.model)
     if not hasattr(model, "assistant_detector"):
@@ -174,6 +192,11 @@ def run(args):
     cfg = LazyConfig.load(args.config_file)
     cfg = apply_overrides_strict(cfg, args.opts)
     training = not (args.eval_only or args.eval_teacher or args.eval_assistant)
+    # every dataset the job reads is registered and its files exist, before anything is built or written
+    for split in ("train", "test") if training else ("test",):
+        names = cfg.dataloader[split].get("dataset", {}).get("names") if split in cfg.dataloader else None
+        if names is not None:
+            check_dataset_files(names)
     if training:
         check_output_dir(cfg.train.output_dir, args.resume)
     # default_setup rewrites the output directory's config.yaml; a resumed run that stops before its
@@ -189,11 +212,7 @@ def run(args):
     if args.eval_assistant:
         return do_eval_assistant(cfg)
     if args.eval_only:
-        model = instantiate(cfg.model)
-        model.to(cfg.train.device)
-        model = create_ddp_model(model)
-        ClassHeadCheckpointer(model).load(cfg.train.init_checkpoint)
-        return do_test(cfg, model)
+        return do_eval_only(cfg)
     try:
         trainer, start_iter = prepare_training(args, cfg)
     except Exception as e:

@@ -16,6 +16,7 @@ See ``kd_core/data/builtin.py`` for the rules.
 
 from .builtin import (
     CocoAnnotationError,
+    check_dataset_files,
     default_datasets_root,
     load_validated_coco_json,
     register_kd_datasets,

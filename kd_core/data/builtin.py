@@ -50,6 +50,7 @@ from .synthetic import (
 __all__ = [
     "CocoAnnotationError",
     "DATASETS_ROOT_ENV",
+    "check_dataset_files",
     "SHARED_DATASETS",
     "validate_coco_json",
     "load_validated_coco_json",
@@ -394,3 +395,39 @@ def register_kd_datasets(
     return register_kd_synthetic(synthetic_root, replace=replace) + register_shared_datasets(
         datasets_root, replace=replace
     )
+
+
+def check_dataset_files(names) -> None:
+    """Fail early, naming the dataset and the path, when a dataset a job will read is not registered, or
+    its registered ``json_file`` or ``image_root`` does not exist: the job would otherwise fail only when its
+    data loader is built (after the models, a teacher's download included), deep inside pycocotools.
+
+    Args:
+        names: dataset names (a string or a sequence of them), as ``get_detection_dataset_dicts`` takes.
+    Datasets whose files are written on first use (the synthetic one: its metadata has
+    ``generation_params``) and metadata without those paths are not checked for files.
+    """
+    import difflib
+
+    for name in [names] if isinstance(names, str) else list(names):
+        registered = DatasetCatalog.list()
+        if name not in registered:
+            close = difflib.get_close_matches(name, registered, n=3)
+            hint = f" Did you mean {' / '.join(close)}?" if close else ""
+            raise KeyError(
+                f"Dataset '{name}' is not registered.{hint} This toolkit registers kd_synthetic_*, and "
+                f"coco128_* / bccd_* when their folders are under ${DATASETS_ROOT_ENV}; Detectron2 registers its "
+                "builtin datasets (coco_2017_*, ...) under $DETECTRON2_DATASETS."
+            )
+        meta = MetadataCatalog.get(name)
+        if meta.get("generation_params") is not None:
+            continue
+        for key in ("json_file", "image_root"):
+            path = meta.get(key)
+            if path and not os.path.exists(path):
+                where = os.environ.get("DETECTRON2_DATASETS", "datasets")
+                raise FileNotFoundError(
+                    f"Dataset '{name}': its {key} {path} does not exist (working directory {os.getcwd()}). "
+                    f"Detectron2's builtin datasets are read under $DETECTRON2_DATASETS (now '{where}'), this "
+                    f"toolkit's real mini datasets under ${DATASETS_ROOT_ENV}."
+                )
