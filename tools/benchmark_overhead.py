@@ -274,7 +274,8 @@ def _source_of_caller(depth: int = 1) -> str:
     """Where the operator being dispatched was called: the ``depth`` innermost frames outside PyTorch
     and this script, innermost first and joined by " < "; "backward" where there is none: the
     operators of the backward passes and optimizer steps that this script calls itself (the code of
-    an autograd Function's backward counts at its own lines)."""
+    an autograd Function's backward counts at its own lines); on CUDA, of every backward pass, which
+    autograd runs on threads of its own."""
     import traceback
 
     here = os.path.abspath(__file__)

@@ -39,6 +39,7 @@ from detectron2.engine import default_argument_parser, default_setup, default_wr
 from detectron2.evaluation import inference_on_dataset, print_csv_format  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
 import kd_core.data  # noqa: E402,F401  (registers the toolkit's datasets: kd_synthetic_*, coco128_*, bccd_*)
 from kd_core.data import check_dataset_files  # noqa: E402
@@ -193,10 +194,13 @@ def run(args):
     cfg = apply_overrides_strict(cfg, args.opts)
     training = not (args.eval_only or args.eval_teacher or args.eval_assistant)
     # every dataset the job reads is registered and its files exist, before anything is built or written
+    # (a training job reads the test set only to evaluate, do_test: with an evaluator)
     for split in ("train", "test") if training else ("test",):
-        names = cfg.dataloader[split].get("dataset", {}).get("names") if split in cfg.dataloader else None
-        if names is not None:
-            check_dataset_files(names)
+        if split == "test" and training and "evaluator" not in cfg.dataloader:
+            continue
+        dataset = cfg.dataloader[split].get("dataset") if split in cfg.dataloader else None
+        if isinstance(dataset, DictConfig) and dataset.get("names") is not None:
+            check_dataset_files(dataset.names)
     if training:
         check_output_dir(cfg.train.output_dir, args.resume)
     # default_setup rewrites the output directory's config.yaml; a resumed run that stops before its

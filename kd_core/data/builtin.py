@@ -405,7 +405,8 @@ def check_dataset_files(names) -> None:
     Args:
         names: dataset names (a string or a sequence of them), as ``get_detection_dataset_dicts`` takes.
     Datasets whose files are written on first use (the synthetic one: its metadata has
-    ``generation_params``) and metadata without those paths are not checked for files.
+    ``generation_params``), metadata without those paths and remote paths (``scheme://...``) are not
+    checked for files.
     """
     import difflib
 
@@ -424,7 +425,7 @@ def check_dataset_files(names) -> None:
             continue
         for key in ("json_file", "image_root"):
             path = meta.get(key)
-            if path and not os.path.exists(path):
+            if path and "://" not in str(path) and not os.path.exists(path):
                 where = os.environ.get("DETECTRON2_DATASETS", "datasets")
                 raise FileNotFoundError(
                     f"Dataset '{name}': its {key} {path} does not exist (working directory {os.getcwd()}). "
