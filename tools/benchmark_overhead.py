@@ -39,8 +39,8 @@ another implementation per device: its default optimizers loop over parameter te
 foreach kernels on CUDA; this project's optimizers, the ScaleKD assistant's included, are fused on both.
 A GPU count was not taken). --ops-by-source N says where the KD step's extra operators come from: it
 counts the student step's, the teacher forward's and the KD step's operators once more per source (the
-innermost frame outside PyTorch and its two callers; "backward" for the backward pass and the optimizer's
-kernels) and lists the N sources with the largest difference KD step - (student step + teacher forward).
+innermost frame outside PyTorch and its two callers; "backward" for the backward passes and optimizer
+steps that the benchmark runs itself) and lists the N sources with the largest difference KD step - (student step + teacher forward).
 
     python tools/benchmark_overhead.py --config-file configs/tiny/retinanet_r34_r18_fitnet_tiny_cpu.py
     python tools/benchmark_overhead.py --config-file CFG --device cuda --iters 50 --batch-size 2
@@ -220,23 +220,31 @@ def make_steps(args, cfg, model, batch):
     return steps, [plain]
 
 
-def count_dispatched_ops(fn) -> int:
-    """Run ``fn`` once; return how many ATen operators it dispatched (below autograd, so the
-    backward's and the optimizer's count too; views and in-place ops included)."""
+def count_dispatched(fn, key) -> Dict[str, int]:
+    """Run ``fn`` once and count the ATen operators it dispatches (below autograd, so the backward's and
+    the optimizer's count too; views and in-place ops included) by ``key(func, args, kwargs)``, a string
+    or None (not counted); returns ``{key: count}``, the largest first."""
+    import collections
+
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    class _OpCounter(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.count = 0
+    found = collections.Counter()
 
+    class _Counter(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.count += 1
+            k = key(func, args, kwargs)
+            if k is not None:
+                found[k] += 1
             return func(*args, **(kwargs or {}))
 
-    with _OpCounter() as counter:
+    with _Counter():
         fn()
-    return counter.count
+    return dict(found.most_common())
+
+
+def count_dispatched_ops(fn) -> int:
+    """Run ``fn`` once; return how many ATen operators it dispatched."""
+    return sum(count_dispatched(fn, lambda func, args, kwargs: "all").values())
 
 
 _SYNC_OPS = {  # ATen operators that return a value or a shape computed on the device
@@ -300,42 +308,19 @@ def _source_of_caller(depth: int = 1) -> str:
 def find_host_syncs(fn) -> Dict[str, int]:
     """Run ``fn`` once; return ``{"<kind> at <source line>": count}`` for every operator it dispatched
     at which the host waits for a GPU (see ``_host_sync_kind``). The source is the innermost frame
-    outside PyTorch and this script ("backward" for the backward pass's own operators)."""
-    import collections
+    outside PyTorch and this script (see :func:`_source_of_caller`)."""
 
-    from torch.utils._python_dispatch import TorchDispatchMode
+    def kind_and_source(func, args, kwargs):
+        kind = _host_sync_kind(func, args, kwargs)
+        return None if kind is None else f"{kind} at {_source_of_caller()}"
 
-    found = collections.Counter()
-
-    class _SyncFinder(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            kind = _host_sync_kind(func, args, kwargs)
-            if kind is not None:
-                found[f"{kind} at {_source_of_caller()}"] += 1
-            return func(*args, **(kwargs or {}))
-
-    with _SyncFinder():
-        fn()
-    return dict(found.most_common())
+    return count_dispatched(fn, kind_and_source)
 
 
 def count_ops_by_source(fn, depth: int = 3) -> Dict[str, int]:
     """Run ``fn`` once; return ``{source: operators}``: :func:`count_dispatched_ops`'s count split by
     where each operator was called (:func:`_source_of_caller` with ``depth`` frames)."""
-    import collections
-
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    found = collections.Counter()
-
-    class _SourceCounter(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            found[_source_of_caller(depth)] += 1
-            return func(*args, **(kwargs or {}))
-
-    with _SourceCounter():
-        fn()
-    return dict(found.most_common())
+    return count_dispatched(fn, lambda func, args, kwargs: _source_of_caller(depth))
 
 
 def added_ops_by_source(by_source: Dict[str, Dict[str, int]]) -> Dict[str, int]:
